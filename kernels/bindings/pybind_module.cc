@@ -1,0 +1,79 @@
+// pybind11 adapter: the CPU attention kernel on numpy float32 arrays.
+// Used by the torch glue (zero-copy views of CPU tensors) and by tests.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <optional>
+#include <stdexcept>
+
+#include "flash_attention.h"
+
+namespace py = pybind11;
+using F32 = py::array_t<float, py::array::c_style | py::array::forcecast>;
+using Bool = py::array_t<bool, py::array::c_style | py::array::forcecast>;
+
+namespace {
+
+std::vector<int64_t> dims(const py::array& a) {
+  return std::vector<int64_t>(a.shape(), a.shape() + a.ndim());
+}
+
+mmkeras::AttentionProblem problem(const F32& q, const F32& k, const F32& v,
+                                  const std::optional<Bool>& mask, bool causal,
+                                  float scale) {
+  const uint8_t* mptr =
+      mask ? reinterpret_cast<const uint8_t*>(mask->data()) : nullptr;
+  return mmkeras::make_problem(dims(q), dims(k), dims(v), mptr,
+                               mask ? dims(*mask) : std::vector<int64_t>{},
+                               causal, scale);
+}
+
+py::tuple forward(const F32& q, const F32& k, const F32& v,
+                  const std::optional<Bool>& mask, bool causal, float scale) {
+  auto p = problem(q, k, v, mask, causal, scale);
+  F32 out(dims(q));
+  std::vector<int64_t> lse_dims(q.shape(), q.shape() + q.ndim() - 3);
+  lse_dims.push_back(p.N);
+  lse_dims.push_back(p.T);
+  F32 lse(lse_dims);
+  {
+    py::gil_scoped_release release;
+    mmkeras::attention_forward(p, q.data(), k.data(), v.data(),
+                               out.mutable_data(), lse.mutable_data());
+  }
+  return py::make_tuple(out, lse);
+}
+
+py::tuple backward(const F32& q, const F32& k, const F32& v, const F32& out,
+                   const F32& lse, const F32& dout,
+                   const std::optional<Bool>& mask, bool causal, float scale) {
+  auto p = problem(q, k, v, mask, causal, scale);
+  if (dims(out) != dims(q) || dims(dout) != dims(q) ||
+      lse.size() != p.B * p.N * p.T)
+    throw std::invalid_argument("out, dout or lse shape does not match query");
+  F32 dq(dims(q)), dk(dims(k)), dv(dims(v));
+  {
+    py::gil_scoped_release release;
+    mmkeras::attention_backward(p, q.data(), k.data(), v.data(), out.data(),
+                                lse.data(), dout.data(), dq.mutable_data(),
+                                dk.mutable_data(), dv.mutable_data());
+  }
+  return py::make_tuple(dq, dk, dv);
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_cpu_kernels, m) {
+  m.doc() = "mmkeras C++ CPU kernels (numpy adapter).";
+  m.def("attention_forward", &forward, py::arg("q"), py::arg("k"),
+        py::arg("v"), py::arg("mask") = py::none(), py::arg("causal") = false,
+        py::arg("scale") = 1.0f,
+        "Returns (out, lse) for float32 q (..., T, N, H), k and v "
+        "(..., S, K, H) and an optional boolean mask (..., N, T, S).");
+  m.def("attention_backward", &backward, py::arg("q"), py::arg("k"),
+        py::arg("v"), py::arg("out"), py::arg("lse"), py::arg("dout"),
+        py::arg("mask") = py::none(), py::arg("causal") = false,
+        py::arg("scale") = 1.0f, "Returns (dq, dk, dv).");
+  m.def("num_threads", &mmkeras::num_threads);
+}

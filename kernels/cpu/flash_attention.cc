@@ -1,0 +1,637 @@
+// FlashAttention-2 on the CPU: tiled forward with an online softmax that never
+// holds a T x S buffer, and a backward that recomputes the probabilities from
+// the saved logsumexp.
+//
+// Vectorization uses GCC/Clang vector extensions (16 floats), which lower to
+// AVX-512, AVX2 or SSE depending on the target. K and V are repacked once per
+// call into padded, tiled copies so the inner loops run on aligned, unit-stride
+// vectors: K^T tiles [H][BC] for q.k (broadcast one q value, FMA over 16
+// keys), and row tiles [BC][Hp] for p.V (broadcast one p value, FMA over 16
+// head features).
+#include "flash_attention.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <stdexcept>
+#include <thread>
+
+namespace mmkeras {
+namespace {
+
+// Vector width and register tiles follow the target: AVX-512 has 32 vector
+// registers, AVX2 16, so the column group kept in registers is halved there.
+#if defined(__AVX512F__)
+constexpr int kLanes = 16;
+constexpr int kGroup = 4;  // vectors per row held in registers
+#else
+constexpr int kLanes = 8;
+constexpr int kGroup = 2;
+#endif
+constexpr int64_t BR = 64;    // query rows per forward task
+constexpr int64_t BC = 64;    // keys per block
+constexpr int RT = 4;         // query rows per register tile
+constexpr int CV = BC / kLanes;
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+typedef float VF __attribute__((vector_size(kLanes * sizeof(float))));
+typedef int32_t VI __attribute__((vector_size(kLanes * sizeof(int32_t))));
+
+inline VF load(const float* p) {
+  VF v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+inline void store(float* p, VF v) { std::memcpy(p, &v, sizeof(v)); }
+inline VF splat(float x) {
+  VF v;
+  for (int i = 0; i < kLanes; ++i) v[i] = x;  // one vbroadcastss
+  return v;
+}
+
+// 2^x for x <= 0 (x may be -inf): round-to-nearest split x = n + f with
+// |f| <= 1/2, exp(f ln2) by a degree-6 Taylor polynomial (relative error
+// ~1e-7), 2^n through the exponent bits. Inputs below -126 flush to 0.
+inline VF exp2v(VF x) {
+  const VF lo = splat(-126.0f);
+  VF xc = x < lo ? lo : x;
+  const VF magic = splat(12582912.0f);  // 1.5 * 2^23: rounds to integer
+  VF r = (xc + magic) - magic;
+  VF y = (xc - r) * kLn2;
+  VF poly = splat(1.0f / 720.0f);
+  poly = poly * y + 1.0f / 120.0f;
+  poly = poly * y + 1.0f / 24.0f;
+  poly = poly * y + 1.0f / 6.0f;
+  poly = poly * y + 0.5f;
+  poly = poly * y + 1.0f;
+  poly = poly * y + 1.0f;
+  VI bits = (__builtin_convertvector(r, VI) + 127) << 23;
+  VF scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  VF result = poly * scale;
+  return x < lo ? VF{} : result;
+}
+
+inline float hmax(VF v) {
+  float m = v[0];
+  for (int i = 1; i < kLanes; ++i) m = std::max(m, v[i]);
+  return m;
+}
+inline float hsum(VF v) {
+  float s = 0.0f;
+  for (int i = 0; i < kLanes; ++i) s += v[i];
+  return s;
+}
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+inline int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
+
+// Runs fn(i) for i in [0, n) on up to num_threads() threads, dynamically
+// scheduled. Threads are created per call: the calls this serves are large.
+template <typename F>
+void parallel_for(int64_t n, F fn) {
+  int64_t workers = std::min<int64_t>(num_threads(), n);
+  if (workers <= 1) {
+    for (int64_t i = 0; i < n; ++i) fn(i);
+    return;
+  }
+  std::atomic<int64_t> next{0};
+  auto work = [&]() {
+    for (int64_t i = next++; i < n; i = next++) fn(i);
+  };
+  std::vector<std::thread> pool;
+  pool.reserve(workers - 1);
+  for (int64_t w = 1; w < workers; ++w) pool.emplace_back(work);
+  work();
+  for (auto& t : pool) t.join();
+}
+
+// 64-byte aligned float buffer, zero-filled; empty (nullptr) when n == 0.
+struct Buffer {
+  float* ptr = nullptr;
+  explicit Buffer(int64_t n) {
+    if (n <= 0) return;
+    size_t bytes = round_up(n * sizeof(float), 64);
+    ptr = static_cast<float*>(std::aligned_alloc(64, bytes));
+    if (!ptr) throw std::bad_alloc();
+    std::memset(ptr, 0, bytes);
+  }
+  ~Buffer() { std::free(ptr); }
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+};
+
+// The packed, padded copies of K (and V) for one call.
+struct PackedKV {
+  int64_t Hp, nkb, Sp;
+  Buffer kt;  // (B*K, nkb, H, BC): K^T tiles
+  Buffer kr;  // (B*K, Sp, Hp): K rows
+  Buffer vt;  // (B*K, nkb, H, BC): V^T tiles
+  Buffer vr;  // (B*K, Sp, Hp): V rows
+  PackedKV(const AttentionProblem& p, bool transposed_v, bool rows_k)
+      : Hp(round_up(p.H, kLanes)),
+        nkb(ceil_div(p.S, BC)),
+        Sp(nkb * BC),
+        kt(p.B * p.K * nkb * p.H * BC),
+        kr(rows_k ? p.B * p.K * Sp * Hp : 0),
+        vt(transposed_v ? p.B * p.K * nkb * p.H * BC : 0),
+        vr(p.B * p.K * Sp * Hp) {}
+  const float* kt_block(int64_t bk, int64_t kb, int64_t H) const {
+    return kt.ptr + (bk * nkb + kb) * H * BC;
+  }
+  const float* vt_block(int64_t bk, int64_t kb, int64_t H) const {
+    return vt.ptr + (bk * nkb + kb) * H * BC;
+  }
+  const float* kr_rows(int64_t bk, int64_t j0) const {
+    return kr.ptr + (bk * Sp + j0) * Hp;
+  }
+  const float* vr_rows(int64_t bk, int64_t j0) const {
+    return vr.ptr + (bk * Sp + j0) * Hp;
+  }
+};
+
+void pack_kv(const AttentionProblem& p, const float* k, const float* v,
+             PackedKV& pk) {
+  const int64_t H = p.H, K = p.K, S = p.S, Hp = pk.Hp;
+  parallel_for(p.B * K * pk.nkb, [&](int64_t task) {
+    const int64_t bk = task / pk.nkb, kb = task % pk.nkb;
+    const int64_t b = bk / K, kvh = bk % K;
+    const int64_t j0 = kb * BC, cols = std::min(BC, S - j0);
+    float* kt = pk.kt.ptr + (bk * pk.nkb + kb) * H * BC;
+    float* vt = pk.vt.ptr ? pk.vt.ptr + (bk * pk.nkb + kb) * H * BC : nullptr;
+    for (int64_t j = 0; j < cols; ++j) {
+      const int64_t src = ((b * S + j0 + j) * K + kvh) * H;
+      const float* krow = k + src;
+      const float* vrow = v + src;
+      for (int64_t h = 0; h < H; ++h) kt[h * BC + j] = krow[h];
+      if (vt)
+        for (int64_t h = 0; h < H; ++h) vt[h * BC + j] = vrow[h];
+      std::memcpy(pk.vr.ptr + (bk * pk.Sp + j0 + j) * Hp, vrow,
+                  H * sizeof(float));
+      if (pk.kr.ptr)
+        std::memcpy(pk.kr.ptr + (bk * pk.Sp + j0 + j) * Hp, krow,
+                    H * sizeof(float));
+    }
+  });
+}
+
+// s[r][j] = sum_h q[r][h] * kt[h][j] for RT query rows against one key block
+// (rows of q are `q_stride` apart; s rows are BC apart). Each group of kGroup
+// vectors per row stays in registers for the whole h loop.
+inline void qk_tile(const float* q, int64_t q_stride, const float* kt,
+                    int64_t H, float* s) {
+  for (int g = 0; g < CV; g += kGroup) {
+    VF acc[RT][kGroup] = {};
+    for (int64_t h = 0; h < H; ++h) {
+      VF kv[kGroup];
+      for (int c = 0; c < kGroup; ++c)
+        kv[c] = load(kt + h * BC + (g + c) * kLanes);
+#pragma GCC unroll 4
+      for (int r = 0; r < RT; ++r) {
+        const VF qv = splat(q[r * q_stride + h]);
+        for (int c = 0; c < kGroup; ++c) acc[r][c] += qv * kv[c];
+      }
+    }
+    for (int r = 0; r < RT; ++r)
+      for (int c = 0; c < kGroup; ++c)
+        store(s + r * BC + (g + c) * kLanes, acc[r][c]);
+  }
+}
+
+// acc[r][0..Hp) += sum_j w[r][j] * rows[j][0..Hp) for RT rows, j < cols.
+// acc rows are `acc_stride` floats apart; chunks of kGroup vectors stay in
+// registers across the j loop.
+template <int NV>
+inline void accumulate_chunk(float* acc, int64_t acc_stride, const float* w,
+                             const float* rows, int64_t Hp, int64_t cols,
+                             int64_t h0) {
+  VF a[RT][NV];
+  for (int r = 0; r < RT; ++r)
+    for (int c = 0; c < NV; ++c) a[r][c] = load(acc + r * acc_stride + h0 + c * kLanes);
+  for (int64_t j = 0; j < cols; ++j) {
+    VF rv[NV];
+    for (int c = 0; c < NV; ++c) rv[c] = load(rows + j * Hp + h0 + c * kLanes);
+#pragma GCC unroll 4
+    for (int r = 0; r < RT; ++r) {
+      const VF wv = splat(w[r * BC + j]);
+      for (int c = 0; c < NV; ++c) a[r][c] += wv * rv[c];
+    }
+  }
+  for (int r = 0; r < RT; ++r)
+    for (int c = 0; c < NV; ++c) store(acc + r * acc_stride + h0 + c * kLanes, a[r][c]);
+}
+
+inline void accumulate_rows(float* acc, int64_t acc_stride, const float* w,
+                            const float* rows, int64_t Hp, int64_t cols) {
+  int64_t h0 = 0;
+  for (; h0 + kGroup * kLanes <= Hp; h0 += kGroup * kLanes)
+    accumulate_chunk<kGroup>(acc, acc_stride, w, rows, Hp, cols, h0);
+  switch ((Hp - h0) / kLanes) {  // at most kGroup - 1 vectors remain
+    case 3: accumulate_chunk<3>(acc, acc_stride, w, rows, Hp, cols, h0); break;
+    case 2: accumulate_chunk<2>(acc, acc_stride, w, rows, Hp, cols, h0); break;
+    case 1: accumulate_chunk<1>(acc, acc_stride, w, rows, Hp, cols, h0); break;
+    default: break;
+  }
+}
+
+// Which keys of block [j0, j0 + cols) row t may attend: writes 0 or -inf
+// into bias[0..BC) (keys past `cols` are -inf). Returns false when the row
+// attends every key of the block (bias all zero).
+inline bool key_bias(const AttentionProblem& p, const uint8_t* mask_row,
+                     int64_t t, int64_t j0, int64_t cols, float* bias) {
+  const int64_t causal_end = p.causal ? std::min(cols, t - j0 + 1) : cols;
+  if (!mask_row && causal_end >= BC) return false;
+  for (int64_t j = 0; j < BC; ++j) {
+    bool ok = j < causal_end;
+    if (ok && mask_row) ok = mask_row[(j0 + j) * p.mask.stride_s] != 0;
+    bias[j] = ok ? 0.0f : kNegInf;
+  }
+  return true;
+}
+
+inline const uint8_t* mask_row(const AttentionProblem& p, int64_t b, int64_t n,
+                               int64_t t) {
+  if (!p.mask.data) return nullptr;
+  return p.mask.data + p.mask.batch_offset[b] + n * p.mask.stride_n +
+         t * p.mask.stride_t;
+}
+
+// Tests set MMKERAS_POISON_OUTPUTS=1 so that outputs start as NaN: any
+// element a kernel forgets to write shows up.
+void poison(float* data, int64_t n) {
+  static const bool enabled = std::getenv("MMKERAS_POISON_OUTPUTS") != nullptr;
+  if (enabled) std::fill(data, data + n, std::numeric_limits<float>::quiet_NaN());
+}
+
+}  // namespace
+
+int num_threads() {
+  static const int n = [] {
+    if (const char* env = std::getenv("MMKERAS_NUM_THREADS")) {
+      int v = std::atoi(env);
+      if (v > 0) return v;
+    }
+    return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  }();
+  return n;
+}
+
+MaskView make_mask_view(const uint8_t* data,
+                        const std::vector<int64_t>& mask_dims,
+                        const std::vector<int64_t>& batch_dims, int64_t N,
+                        int64_t T, int64_t S) {
+  const size_t lead = batch_dims.size();
+  if (mask_dims.size() != lead + 3)
+    throw std::invalid_argument("mask must have rank " +
+                                std::to_string(lead + 3));
+  std::vector<int64_t> full = batch_dims;
+  full.push_back(N);
+  full.push_back(T);
+  full.push_back(S);
+  std::vector<int64_t> strides(full.size());
+  int64_t stride = 1;
+  for (int64_t d = full.size() - 1; d >= 0; --d) {
+    if (mask_dims[d] != 1 && mask_dims[d] != full[d])
+      throw std::invalid_argument(
+          "mask dim " + std::to_string(d) + " is " +
+          std::to_string(mask_dims[d]) + ", expected 1 or " +
+          std::to_string(full[d]));
+    strides[d] = mask_dims[d] == 1 ? 0 : stride;
+    stride *= mask_dims[d];
+  }
+  MaskView m;
+  m.data = data;
+  m.stride_n = strides[lead];
+  m.stride_t = strides[lead + 1];
+  m.stride_s = strides[lead + 2];
+  int64_t B = 1;
+  for (int64_t d : batch_dims) B *= d;
+  m.batch_offset.assign(B, 0);
+  for (int64_t b = 0; b < B; ++b) {
+    int64_t rest = b, off = 0;
+    for (int64_t d = lead - 1; d >= 0; --d) {
+      off += (rest % batch_dims[d]) * strides[d];
+      rest /= batch_dims[d];
+    }
+    m.batch_offset[b] = off;
+  }
+  return m;
+}
+
+AttentionProblem make_problem(const std::vector<int64_t>& q_dims,
+                              const std::vector<int64_t>& k_dims,
+                              const std::vector<int64_t>& v_dims,
+                              const uint8_t* mask,
+                              const std::vector<int64_t>& mask_dims,
+                              bool causal, float scale) {
+  const size_t rank = q_dims.size();
+  if (rank < 4 || k_dims.size() != rank || v_dims.size() != rank)
+    throw std::invalid_argument(
+        "query, key and value must have the same rank >= 4");
+  const size_t lead = rank - 3;
+  std::vector<int64_t> batch(q_dims.begin(), q_dims.begin() + lead);
+  for (size_t d = 0; d < rank; ++d) {
+    const bool batch_dim = d < lead;
+    if (k_dims[d] != v_dims[d] || (batch_dim && k_dims[d] != q_dims[d]))
+      throw std::invalid_argument("query, key and value dims do not match");
+  }
+  AttentionProblem p;
+  p.B = 1;
+  for (int64_t d : batch) p.B *= d;
+  p.T = q_dims[lead];
+  p.N = q_dims[lead + 1];
+  p.H = q_dims[lead + 2];
+  p.S = k_dims[lead];
+  p.K = k_dims[lead + 1];
+  if (k_dims[lead + 2] != p.H)
+    throw std::invalid_argument("key head dim differs from query head dim");
+  p.causal = causal;
+  p.scale = scale;
+  if (mask) p.mask = make_mask_view(mask, mask_dims, batch, p.N, p.T, p.S);
+  check_problem(p);
+  return p;
+}
+
+void check_problem(const AttentionProblem& p) {
+  if (p.B < 0 || p.T < 0 || p.S < 0 || p.N < 1 || p.K < 1 || p.H < 1)
+    throw std::invalid_argument("attention sizes must be positive");
+  if (p.N % p.K != 0)
+    throw std::invalid_argument("number of query heads (" + std::to_string(p.N) +
+                                ") must be a multiple of key/value heads (" +
+                                std::to_string(p.K) + ")");
+  if (p.H > 256)
+    throw std::invalid_argument("head dim must be at most 256, got " +
+                                std::to_string(p.H));
+  if (p.mask.data && static_cast<int64_t>(p.mask.batch_offset.size()) != p.B)
+    throw std::invalid_argument("mask batch offsets do not match the batch");
+}
+
+void attention_forward(const AttentionProblem& p, const float* q,
+                       const float* k, const float* v, float* out, float* lse) {
+  check_problem(p);
+  const int64_t B = p.B, T = p.T, S = p.S, N = p.N, K = p.K, H = p.H;
+  poison(out, B * T * N * H);
+  poison(lse, B * N * T);
+  if (B == 0 || T == 0) return;
+  if (S == 0) {  // nothing to attend to
+    std::fill(out, out + B * T * N * H, 0.0f);
+    std::fill(lse, lse + B * N * T, std::numeric_limits<float>::infinity());
+    return;
+  }
+  const int64_t G = N / K;
+  PackedKV pk(p, /*transposed_v=*/false, /*rows_k=*/false);
+  pack_kv(p, k, v, pk);
+  const int64_t Hp = pk.Hp, nkb = pk.nkb, nqb = ceil_div(T, BR);
+  const float qscale = p.scale * kLog2e;  // logits in base 2
+
+  parallel_for(B * N * nqb, [&](int64_t task) {
+    const int64_t qb = task % nqb, n = (task / nqb) % N, b = task / (nqb * N);
+    const int64_t bk = b * K + n / G;
+    const int64_t t0 = qb * BR, rows = std::min(BR, T - t0);
+    const int64_t tiles = ceil_div(rows, RT);
+    alignas(64) float qs[BR * 256];
+    alignas(64) float o[BR * 256];
+    alignas(64) float sbuf[RT * BC];
+    alignas(64) float pbuf[RT * BC];
+    alignas(64) float bias[BC];
+    float m[BR], l[BR];
+    for (int64_t r = 0; r < tiles * RT; ++r) {
+      for (int64_t h = 0; h < H; ++h)
+        qs[r * H + h] =
+            r < rows ? q[((b * T + t0 + r) * N + n) * H + h] * qscale : 0.0f;
+      std::fill(o + r * Hp, o + (r + 1) * Hp, 0.0f);
+      m[r] = kNegInf;
+      l[r] = 0.0f;
+    }
+    const int64_t kb_end =
+        p.causal ? std::min(nkb, ceil_div(t0 + rows, BC)) : nkb;
+    for (int64_t kb = 0; kb < kb_end; ++kb) {
+      const int64_t j0 = kb * BC, cols = std::min(BC, S - j0);
+      const float* kt = pk.kt_block(bk, kb, H);
+      const float* vr = pk.vr_rows(bk, j0);
+      for (int64_t tile = 0; tile < tiles; ++tile) {
+        const int64_t r0 = tile * RT;
+        if (p.causal && j0 > t0 + r0 + RT - 1) continue;  // tile sees none of it
+        qk_tile(qs + r0 * H, H, kt, H, sbuf);
+        const uint8_t* cached_row = nullptr;
+        bool cached_any = false;
+        bool any_row = false;
+        for (int r = 0; r < RT; ++r) {
+          const int64_t t = std::min(t0 + r0 + r, T - 1);
+          const uint8_t* mrow = mask_row(p, b, n, t);
+          // Key-padding masks share one row: rebuild the bias only on change.
+          bool has_bias;
+          if (mrow && mrow == cached_row && !p.causal) {
+            has_bias = cached_any;
+          } else {
+            has_bias = key_bias(p, mrow, t, j0, cols, bias);
+            cached_row = mrow;
+            cached_any = has_bias;
+          }
+          float* srow = sbuf + r * BC;
+          if (has_bias)
+            for (int c = 0; c < CV; ++c)
+              store(srow + c * kLanes,
+                    load(srow + c * kLanes) + load(bias + c * kLanes));
+          VF mx = load(srow);
+          for (int c = 1; c < CV; ++c) {
+            const VF x = load(srow + c * kLanes);
+            mx = mx > x ? mx : x;
+          }
+          const float m_new = std::max(m[r0 + r], hmax(mx));
+          float* prow = pbuf + r * BC;
+          if (m_new == kNegInf) {  // nothing attended yet in this row
+            std::fill(prow, prow + BC, 0.0f);
+            continue;
+          }
+          any_row = true;
+          const float alpha = exp2f(m[r0 + r] - m_new);
+          VF sum = VF{};
+          for (int c = 0; c < CV; ++c) {
+            VF pv = exp2v(load(srow + c * kLanes) - m_new);
+            sum += pv;
+            store(prow + c * kLanes, pv);
+          }
+          l[r0 + r] = l[r0 + r] * alpha + hsum(sum);
+          m[r0 + r] = m_new;
+          if (alpha != 1.0f) {
+            float* orow = o + (r0 + r) * Hp;
+            for (int64_t h = 0; h < Hp; h += kLanes)
+              store(orow + h, load(orow + h) * alpha);
+          }
+        }
+        if (any_row) accumulate_rows(o + r0 * Hp, Hp, pbuf, vr, Hp, cols);
+      }
+    }
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t t = t0 + r;
+      float* dst = out + ((b * T + t) * N + n) * H;
+      if (l[r] == 0.0f) {
+        std::fill(dst, dst + H, 0.0f);
+        lse[(b * N + n) * T + t] = std::numeric_limits<float>::infinity();
+        continue;
+      }
+      const float inv = 1.0f / l[r];
+      for (int64_t h = 0; h < H; ++h) dst[h] = o[r * Hp + h] * inv;
+      lse[(b * N + n) * T + t] = (m[r] + std::log2(l[r])) * kLn2;
+    }
+  });
+}
+
+void attention_backward(const AttentionProblem& p, const float* q,
+                        const float* k, const float* v, const float* out,
+                        const float* lse, const float* dout, float* dq,
+                        float* dk, float* dv) {
+  check_problem(p);
+  const int64_t B = p.B, T = p.T, S = p.S, N = p.N, K = p.K, H = p.H;
+  const int64_t G = N / K;
+  poison(dq, B * T * N * H);
+  poison(dk, B * S * K * H);
+  poison(dv, B * S * K * H);
+  if (B == 0 || T == 0 || S == 0) {
+    std::fill(dq, dq + B * T * N * H, 0.0f);
+    std::fill(dk, dk + B * S * K * H, 0.0f);
+    std::fill(dv, dv + B * S * K * H, 0.0f);
+    return;
+  }
+  PackedKV pk(p, /*transposed_v=*/true, /*rows_k=*/true);
+  pack_kv(p, k, v, pk);
+  const int64_t Hp = pk.Hp, nkb = pk.nkb;
+  const int64_t Tp = round_up(T, RT);
+  const float qscale = p.scale * kLog2e;
+
+  // Per (b, n): q scaled to base-2 logits, dO, both padded to Hp; the log2
+  // logsumexp; D = rowsum(dO * O). Padding rows past T stay zero and are
+  // marked dead with lse2 = +inf.
+  Buffer qp(B * N * Tp * Hp), dop(B * N * Tp * Hp), lse2(B * N * Tp),
+      dsum(B * N * Tp);
+  parallel_for(B * N, [&](int64_t bn) {
+    const int64_t b = bn / N, n = bn % N;
+    for (int64_t t = 0; t < Tp; ++t) {
+      const int64_t row = bn * Tp + t;
+      if (t >= T) {
+        lse2.ptr[row] = std::numeric_limits<float>::infinity();
+        continue;
+      }
+      const int64_t src = ((b * T + t) * N + n) * H;
+      float d = 0.0f;
+      for (int64_t h = 0; h < H; ++h) {
+        qp.ptr[row * Hp + h] = q[src + h] * qscale;
+        dop.ptr[row * Hp + h] = dout[src + h];
+        d += dout[src + h] * out[src + h];
+      }
+      dsum.ptr[row] = d;
+      lse2.ptr[row] = lse[bn * T + t] * kLog2e;
+    }
+  });
+
+  // Tasks own a range of key blocks of one (b, kv head): they own dK and dV
+  // there and need no atomics. With few (b, kv head) pairs the key blocks are
+  // split into chunks whose dQ contributions go to separate partial buffers.
+  const int64_t want = 4 * static_cast<int64_t>(num_threads());
+  const int64_t chunks =
+      std::min(nkb, std::max<int64_t>(1, ceil_div(want, B * K)));
+  const int64_t kb_per_chunk = ceil_div(nkb, chunks);
+  Buffer dq_part(chunks * B * N * Tp * Hp);
+
+  parallel_for(B * K * chunks, [&](int64_t task) {
+    const int64_t chunk = task % chunks, bk = task / chunks;
+    const int64_t b = bk / K, kvh = bk % K;
+    float* dqc = dq_part.ptr + chunk * B * N * Tp * Hp;
+    alignas(64) float sbuf[RT * BC];
+    alignas(64) float dpbuf[RT * BC];
+    alignas(64) float pbuf[RT * BC];
+    alignas(64) float dsbuf[RT * BC];
+    alignas(64) float bias[BC];
+    alignas(64) float dk_acc[BC * 256];
+    alignas(64) float dv_acc[BC * 256];
+    const int64_t kb_lo = chunk * kb_per_chunk;
+    const int64_t kb_hi = std::min(nkb, kb_lo + kb_per_chunk);
+    for (int64_t kb = kb_lo; kb < kb_hi; ++kb) {
+      const int64_t j0 = kb * BC, cols = std::min(BC, S - j0);
+      const float* kt = pk.kt_block(bk, kb, H);
+      const float* vt = pk.vt_block(bk, kb, H);
+      const float* kr = pk.kr_rows(bk, j0);
+      std::fill(dk_acc, dk_acc + BC * Hp, 0.0f);
+      std::fill(dv_acc, dv_acc + BC * Hp, 0.0f);
+      for (int64_t n = kvh * G; n < (kvh + 1) * G; ++n) {
+        const int64_t bn = b * N + n;
+        const int64_t t_start = p.causal ? (j0 / RT) * RT : 0;
+        for (int64_t r0 = t_start; r0 < Tp; r0 += RT) {
+          const int64_t row0 = bn * Tp + r0;
+          qk_tile(qp.ptr + row0 * Hp, Hp, kt, H, sbuf);
+          qk_tile(dop.ptr + row0 * Hp, Hp, vt, H, dpbuf);
+          bool any_row = false;
+          for (int r = 0; r < RT; ++r) {
+            const int64_t t = r0 + r;
+            const float l2 = lse2.ptr[row0 + r];
+            float* prow = pbuf + r * BC;
+            float* dsrow = dsbuf + r * BC;
+            if (t >= T || std::isinf(l2)) {  // padding or fully masked row
+              std::fill(prow, prow + BC, 0.0f);
+              std::fill(dsrow, dsrow + BC, 0.0f);
+              continue;
+            }
+            any_row = true;
+            const bool has_bias = key_bias(p, mask_row(p, b, n, t), t, j0, cols, bias);
+            const VF d = splat(dsum.ptr[row0 + r]);
+            for (int c = 0; c < CV; ++c) {
+              VF x = load(sbuf + r * BC + c * kLanes) - l2;
+              if (has_bias) x += load(bias + c * kLanes);
+              const VF pv = exp2v(x);
+              store(prow + c * kLanes, pv);
+              store(dsrow + c * kLanes,
+                    pv * (load(dpbuf + r * BC + c * kLanes) - d));
+            }
+          }
+          if (!any_row) continue;
+          // dQ rows += dS K (unscaled; scale applied in the final reduction).
+          accumulate_rows(dqc + (bn * Tp + r0) * Hp, Hp, dsbuf, kr, Hp, cols);
+          // dV += P^T dO and dK += dS^T Q: RT-row rank updates of the tiles.
+          const float* dorows = dop.ptr + row0 * Hp;
+          const float* qrows = qp.ptr + row0 * Hp;
+          for (int64_t j = 0; j < cols; ++j) {
+            float* dvj = dv_acc + j * Hp;
+            float* dkj = dk_acc + j * Hp;
+            for (int64_t h = 0; h < Hp; h += kLanes) {
+              VF av = load(dvj + h), ak = load(dkj + h);
+              for (int r = 0; r < RT; ++r) {
+                av += splat(pbuf[r * BC + j]) * load(dorows + r * Hp + h);
+                ak += splat(dsbuf[r * BC + j]) * load(qrows + r * Hp + h);
+              }
+              store(dvj + h, av);
+              store(dkj + h, ak);
+            }
+          }
+        }
+      }
+      // qp holds q * scale * log2(e); dK = scale * dS^T q = dS^T qp / log2(e).
+      for (int64_t j = 0; j < cols; ++j) {
+        const int64_t dst = ((b * S + j0 + j) * K + kvh) * H;
+        for (int64_t h = 0; h < H; ++h) {
+          dk[dst + h] = dk_acc[j * Hp + h] * kLn2;
+          dv[dst + h] = dv_acc[j * Hp + h];
+        }
+      }
+    }
+  });
+
+  parallel_for(B * N, [&](int64_t bn) {
+    const int64_t b = bn / N, n = bn % N;
+    for (int64_t t = 0; t < T; ++t) {
+      float* dst = dq + ((b * T + t) * N + n) * H;
+      std::fill(dst, dst + H, 0.0f);
+      for (int64_t c = 0; c < chunks; ++c) {
+        const float* src = dq_part.ptr + ((c * B * N + bn) * Tp + t) * Hp;
+        for (int64_t h = 0; h < H; ++h) dst[h] += src[h] * p.scale;
+      }
+    }
+  });
+}
+
+}  // namespace mmkeras

@@ -1,0 +1,950 @@
+"""FlashAttention-2 style fused attention kernels in Triton.
+
+Shapes use the letters of DESIGN.md: B batch, T query length, S key length,
+N query heads, K key/value heads (N % K == 0, grouped-query), H head dim.
+
+Layout and semantics follow `keras.ops.dot_product_attention`:
+
+* query `(B, T, N, H)`, key and value `(B, S, K, H)`; query head `n` reads
+  key/value head `n // (N // K)`.
+* `mask`: optional bool tensor of rank 4 whose every dim is 1 or the full size
+  of `(B, N, T, S)`; True means "attend". It is never expanded: size-1 dims
+  get stride 0.
+* `is_causal`: top-left aligned, query `i` attends key `j` iff `j <= i`.
+* A query row with no attended key yields out = 0, lse = +inf and exactly
+  zero gradients.
+
+`forward` returns `(out, lse)` with `lse[b, n, t] = log(sum_j exp(logit))`
+(float32, shape `(B, N, T)`). `backward` recomputes the probabilities from
+`lse` (FlashAttention-2): a small kernel computes `D = rowsum(dO * O)`, one
+kernel per key block accumulates dK/dV over every query head of its group
+(no atomics), and one kernel per query block accumulates dQ.
+
+All launchers take an optional `wrap` callable applied to every kernel before
+it is launched; `torch_ops` passes `torch.library.wrap_triton` so that
+`torch.compile` sees the kernels.
+"""
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+__all__ = ["forward", "backward", "MAX_HEAD_DIM"]
+
+MAX_HEAD_DIM = 256
+_LOG2E = 1.4426950408889634
+_SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+# True when triton.jit builds interpreted (CPU, numpy) kernels: the value
+# triton read from TRITON_INTERPRET when this module's kernels were decorated.
+_INTERPRET = bool(triton.knobs.runtime.interpret)
+
+
+def _interpreter_mismatch():
+    """Why interpreted kernels cannot run in this process, or None.
+
+    triton reads TRITON_INTERPRET when a function is decorated. If triton was
+    imported before the variable was set, its own library functions
+    (`tl.zeros`, `tl.sum`, ...) are compiled-mode JITFunctions while these
+    kernels are interpreted, and every launch would fail obscurely.
+    """
+    if not _INTERPRET:
+        return None
+    from triton.runtime.interpreter import InterpretedFunction
+
+    if isinstance(tl.zeros, InterpretedFunction):
+        return None
+    return (
+        "TRITON_INTERPRET=1 was set after triton was imported: triton's own "
+        "library is compiled-mode while mmkeras' attention kernels are "
+        "interpreted. Set TRITON_INTERPRET=1 before anything imports triton "
+        "(mmkeras imports it early)."
+    )
+
+
+# --------------------------------------------------------------------------
+# Autotune spaces. Under the interpreter a single small config keeps tests
+# fast and makes block sizes differ between the M and N axes, so that the
+# causal block bookkeeping is exercised.
+# --------------------------------------------------------------------------
+
+
+def _cfg(bm, bn, warps, stages):
+    return triton.Config(
+        {"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=warps, num_stages=stages
+    )
+
+
+if _INTERPRET:
+    _FWD_CONFIGS = [_cfg(32, 16, 4, 1)]
+    _DKDV_CONFIGS = [_cfg(16, 32, 4, 1)]
+    _DQ_CONFIGS = [_cfg(32, 16, 4, 1)]
+else:
+    _FWD_CONFIGS = [
+        _cfg(128, 64, 4, 3),
+        _cfg(128, 64, 8, 3),
+        _cfg(128, 128, 8, 3),
+        _cfg(128, 128, 8, 2),
+        _cfg(128, 32, 4, 3),
+        _cfg(64, 64, 4, 3),
+        _cfg(64, 32, 4, 2),
+    ]
+    _DKDV_CONFIGS = [
+        _cfg(32, 128, 4, 3),
+        _cfg(64, 128, 8, 3),
+        _cfg(64, 128, 8, 2),
+        _cfg(32, 64, 4, 3),
+        _cfg(64, 64, 4, 2),
+    ]
+    _DQ_CONFIGS = [
+        _cfg(128, 32, 4, 3),
+        _cfg(128, 64, 8, 3),
+        _cfg(128, 64, 8, 2),
+        _cfg(64, 64, 4, 3),
+        _cfg(64, 32, 4, 2),
+    ]
+
+_TUNE_KEY = ["T_BUCKET", "S_BUCKET", "BLOCK_H", "IS_CAUSAL", "HAS_MASK"]
+
+
+def _prune(configs, named_args, **kwargs):
+    """Drops configs that cannot fit or that waste work on short sequences."""
+    if len(configs) <= 1:
+        return configs
+    block_h = kwargs.get("BLOCK_H", named_args.get("BLOCK_H", 64))
+    t_len = named_args.get("T_BUCKET", 1 << 30)
+    s_len = named_args.get("S_BUCKET", 1 << 30)
+    kept = []
+    for c in configs:
+        bm = c.kwargs["BLOCK_M"]
+        bn = c.kwargs["BLOCK_N"]
+        if block_h >= 256 and (bm * bn > 64 * 64 or c.num_stages > 2):
+            continue
+        if block_h >= 128 and bm == 128 and bn == 128:
+            continue
+        if t_len < bm and bm > 64:
+            continue
+        if s_len < bn and bn > 64:
+            continue
+        kept.append(c)
+    return kept or [min(configs, key=lambda c: c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"])]
+
+
+def _autotune(configs):
+    return triton.autotune(
+        configs=configs, key=_TUNE_KEY, prune_configs_by={"early_config_prune": _prune}
+    )
+
+
+# --------------------------------------------------------------------------
+# Small jitted helpers.
+# --------------------------------------------------------------------------
+
+
+@triton.jit
+def _load_tile(ptrs, rows, cols, R, C, CHECK_R: tl.constexpr, CHECK_C: tl.constexpr):
+    """Loads a 2-D tile; out-of-range elements read as 0."""
+    if CHECK_R:
+        if CHECK_C:
+            x = tl.load(ptrs, mask=(rows[:, None] < R) & (cols[None, :] < C), other=0.0)
+        else:
+            x = tl.load(ptrs, mask=rows[:, None] < R, other=0.0)
+    else:
+        if CHECK_C:
+            x = tl.load(ptrs, mask=cols[None, :] < C, other=0.0)
+        else:
+            x = tl.load(ptrs)
+    return x
+
+
+@triton.jit
+def _store_tile(ptrs, x, rows, cols, R, C, CHECK_R: tl.constexpr, CHECK_C: tl.constexpr):
+    if CHECK_R:
+        if CHECK_C:
+            tl.store(ptrs, x, mask=(rows[:, None] < R) & (cols[None, :] < C))
+        else:
+            tl.store(ptrs, x, mask=rows[:, None] < R)
+    else:
+        if CHECK_C:
+            tl.store(ptrs, x, mask=cols[None, :] < C)
+        else:
+            tl.store(ptrs, x)
+
+
+@triton.jit
+def _mm(a, b, acc, PRECISION: tl.constexpr):
+    """tl.dot with fp32 accumulation.
+
+    PRECISION "ieee" (fp32 inputs) disables tf32. "interp_bf16" works around
+    the CPU interpreter, whose dot multiplies the raw uint16 storage of
+    bfloat16 tiles: the operands are widened to fp32 first, which gives the
+    same products (bf16 x bf16 is exact in fp32).
+    """
+    if PRECISION == "interp_bf16":
+        c = tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee")
+    else:
+        c = tl.dot(a, b, acc, input_precision=PRECISION)
+    return c
+
+
+@triton.jit
+def _cast(x, dtype: tl.constexpr, PRECISION: tl.constexpr):
+    """x.to(dtype); under "interp_bf16" with round-to-nearest-even.
+
+    The CPU interpreter truncates fp32 -> bf16 (the GPU rounds to nearest
+    even), which would double the rounding error of the tests; round on the
+    fp32 bits first so that the final cast is exact.
+    """
+    if PRECISION == "interp_bf16":
+        bits = x.to(tl.uint32, bitcast=True)
+        bits = bits + 0x7FFF + ((bits >> 16) & 1)
+        x = ((bits >> 16) << 16).to(tl.float32, bitcast=True)
+    return x.to(dtype)
+
+
+@triton.jit
+def _load_mask(mask_base, offs_m, offs_n, stride_mt, stride_ms, T, S):
+    """Loads the user mask tile [len(offs_m), len(offs_n)] as a bool tensor."""
+    ptrs = mask_base + offs_m[:, None] * stride_mt + offs_n[None, :] * stride_ms
+    inb = (offs_m[:, None] < T) & (offs_n[None, :] < S)
+    return tl.load(ptrs, mask=inb, other=0) != 0
+
+
+# --------------------------------------------------------------------------
+# Forward.
+# --------------------------------------------------------------------------
+
+
+@triton.jit
+def _fwd_inner(
+    acc, l_i, m_i, q,
+    k_base, v_base, mask_base,
+    offs_m, offs_h,
+    lo, hi,
+    stride_ks, stride_kh, stride_vs, stride_vh, stride_mt, stride_ms,
+    T, S, H, qk_scale,
+    BLOCK_N: tl.constexpr,
+    EVEN_H: tl.constexpr,
+    MASK_BLOCK: tl.constexpr,
+    IS_CAUSAL: tl.constexpr,
+    HAS_MASK: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
+    """Online-softmax over key blocks [lo, hi).
+
+    MASK_BLOCK=False is the fast path for key blocks that are fully in range
+    and fully visible to every query row of the tile (no causal test).
+    """
+    offs_n0 = tl.arange(0, BLOCK_N)
+    for start_n in range(lo, hi, BLOCK_N):
+        offs_n = start_n + offs_n0
+        k = _load_tile(
+            k_base + offs_n[:, None] * stride_ks + offs_h[None, :] * stride_kh,
+            offs_n, offs_h, S, H, MASK_BLOCK, not EVEN_H,
+        )
+        v = _load_tile(
+            v_base + offs_n[:, None] * stride_vs + offs_h[None, :] * stride_vh,
+            offs_n, offs_h, S, H, MASK_BLOCK, not EVEN_H,
+        )
+        s = _mm(q, tl.trans(k), None, PRECISION) * qk_scale
+        if MASK_BLOCK:
+            keep = offs_n[None, :] < S
+            if IS_CAUSAL:
+                keep = keep & (offs_n[None, :] <= offs_m[:, None])
+            s = tl.where(keep, s, float("-inf"))
+        if HAS_MASK:
+            s = tl.where(
+                _load_mask(mask_base, offs_m, offs_n, stride_mt, stride_ms, T, S),
+                s, float("-inf"),
+            )
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        # A row with nothing attended so far keeps m = -inf; subtract 0 instead
+        # so that exp2 gives 0 rather than NaN.
+        m_sub = tl.where(m_new == float("-inf"), 0.0, m_new)
+        p = tl.math.exp2(s - m_sub[:, None])
+        alpha = tl.math.exp2(m_i - m_sub)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None]
+        acc = _mm(_cast(p, v.dtype, PRECISION), v, acc, PRECISION)
+        m_i = m_new
+    return acc, l_i, m_i
+
+
+@triton.jit
+def _attn_fwd_kernel(
+    Q, K, V, Mask, Out, Lse,
+    stride_qb, stride_qt, stride_qn, stride_qh,
+    stride_kb, stride_ks, stride_kn, stride_kh,
+    stride_vb, stride_vs, stride_vn, stride_vh,
+    stride_mb, stride_mn, stride_mt, stride_ms,
+    stride_ob, stride_ot, stride_on, stride_oh,
+    N, T, S, H, GROUP,
+    qk_scale,
+    T_BUCKET, S_BUCKET,
+    IS_CAUSAL: tl.constexpr,
+    HAS_MASK: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+    EVEN_H: tl.constexpr,
+    PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    if IS_CAUSAL:
+        # Heaviest (last) query blocks first: better tail balance.
+        pid_m = tl.num_programs(0) - 1 - pid_m
+    pid_bn = tl.program_id(1)
+    off_b = pid_bn // N
+    off_n = pid_bn % N
+    off_kv = off_n // GROUP
+
+    start_m = pid_m * BLOCK_M
+    offs_m = start_m + tl.arange(0, BLOCK_M)
+    offs_h = tl.arange(0, BLOCK_H)
+
+    b64 = off_b.to(tl.int64)
+    q_base = Q + b64 * stride_qb + off_n.to(tl.int64) * stride_qn
+    k_base = K + b64 * stride_kb + off_kv.to(tl.int64) * stride_kn
+    v_base = V + b64 * stride_vb + off_kv.to(tl.int64) * stride_vn
+    o_base = Out + b64 * stride_ob + off_n.to(tl.int64) * stride_on
+    mask_base = Mask
+    if HAS_MASK:
+        mask_base = Mask + b64 * stride_mb + off_n.to(tl.int64) * stride_mn
+
+    q = _load_tile(
+        q_base + offs_m[:, None] * stride_qt + offs_h[None, :] * stride_qh,
+        offs_m, offs_h, T, H, True, not EVEN_H,
+    )
+
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_H], dtype=tl.float32)
+
+    if IS_CAUSAL:
+        hi = tl.minimum(S, start_m + BLOCK_M)
+        # Key blocks ending at or before the tile's first row are fully visible.
+        clean_hi = (tl.minimum(S, start_m + 1) // BLOCK_N) * BLOCK_N
+    else:
+        hi = S
+        clean_hi = (S // BLOCK_N) * BLOCK_N
+
+    acc, l_i, m_i = _fwd_inner(
+        acc, l_i, m_i, q, k_base, v_base, mask_base, offs_m, offs_h,
+        0, clean_hi,
+        stride_ks, stride_kh, stride_vs, stride_vh, stride_mt, stride_ms,
+        T, S, H, qk_scale,
+        BLOCK_N, EVEN_H, False, IS_CAUSAL, HAS_MASK, PRECISION,
+    )
+    acc, l_i, m_i = _fwd_inner(
+        acc, l_i, m_i, q, k_base, v_base, mask_base, offs_m, offs_h,
+        clean_hi, hi,
+        stride_ks, stride_kh, stride_vs, stride_vh, stride_mt, stride_ms,
+        T, S, H, qk_scale,
+        BLOCK_N, EVEN_H, True, IS_CAUSAL, HAS_MASK, PRECISION,
+    )
+
+    empty = l_i == 0.0
+    l_safe = tl.where(empty, 1.0, l_i)
+    out = acc / l_safe[:, None]
+    lse = tl.where(empty, float("inf"), (m_i + tl.math.log2(l_safe)) / 1.4426950408889634)
+
+    _store_tile(
+        o_base + offs_m[:, None] * stride_ot + offs_h[None, :] * stride_oh,
+        _cast(out, Out.dtype.element_ty, PRECISION), offs_m, offs_h, T, H, True, not EVEN_H,
+    )
+    tl.store(Lse + pid_bn.to(tl.int64) * T + offs_m, lse, mask=offs_m < T)
+
+
+_attn_fwd = _autotune(_FWD_CONFIGS)(_attn_fwd_kernel)
+
+
+# --------------------------------------------------------------------------
+# Backward.
+# --------------------------------------------------------------------------
+
+
+@triton.jit
+def _bwd_preprocess_kernel(
+    Out, DOut, DLse, Delta,
+    stride_ob, stride_ot, stride_on, stride_oh,
+    stride_db, stride_dt, stride_dn, stride_dh,
+    N, T, H,
+    HAS_DLSE: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+):
+    """Delta[b, n, t] = sum_h dO * O  (minus dLse when the lse has a gradient)."""
+    pid_m = tl.program_id(0)
+    pid_bn = tl.program_id(1)
+    off_b = (pid_bn // N).to(tl.int64)
+    off_n = (pid_bn % N).to(tl.int64)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_h = tl.arange(0, BLOCK_H)
+    inb = (offs_m[:, None] < T) & (offs_h[None, :] < H)
+    o = tl.load(
+        Out + off_b * stride_ob + off_n * stride_on
+        + offs_m[:, None] * stride_ot + offs_h[None, :] * stride_oh,
+        mask=inb, other=0.0,
+    ).to(tl.float32)
+    do = tl.load(
+        DOut + off_b * stride_db + off_n * stride_dn
+        + offs_m[:, None] * stride_dt + offs_h[None, :] * stride_dh,
+        mask=inb, other=0.0,
+    ).to(tl.float32)
+    delta = tl.sum(o * do, 1)
+    row = pid_bn.to(tl.int64) * T + offs_m
+    if HAS_DLSE:
+        delta -= tl.load(DLse + row, mask=offs_m < T, other=0.0)
+    tl.store(Delta + row, delta, mask=offs_m < T)
+
+
+@triton.jit
+def _dkdv_inner(
+    dk, dv, k, v,
+    q_base, do_base, lse_base, delta_base, mask_base,
+    offs_n, offs_h,
+    lo, hi,
+    stride_qt, stride_qh, stride_dt, stride_dh, stride_mt, stride_ms,
+    T, S, H, qk_scale,
+    BLOCK_M: tl.constexpr,
+    EVEN_H: tl.constexpr,
+    CHECK_M: tl.constexpr,
+    CAUSAL_BLOCK: tl.constexpr,
+    HAS_MASK: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
+    """Accumulates dK, dV of one key block over query blocks [lo, hi).
+
+    Works on transposed scores (keys x queries) so that no accumulator needs
+    a transpose. Out-of-range query rows read lse = +inf, hence P = 0.
+    """
+    offs_m0 = tl.arange(0, BLOCK_M)
+    for start_m in range(lo, hi, BLOCK_M):
+        offs_m = start_m + offs_m0
+        q = _load_tile(
+            q_base + offs_m[:, None] * stride_qt + offs_h[None, :] * stride_qh,
+            offs_m, offs_h, T, H, CHECK_M, not EVEN_H,
+        )
+        do = _load_tile(
+            do_base + offs_m[:, None] * stride_dt + offs_h[None, :] * stride_dh,
+            offs_m, offs_h, T, H, CHECK_M, not EVEN_H,
+        )
+        if CHECK_M:
+            lse2 = tl.load(lse_base + offs_m, mask=offs_m < T, other=float("inf"))
+            delta = tl.load(delta_base + offs_m, mask=offs_m < T, other=0.0)
+        else:
+            lse2 = tl.load(lse_base + offs_m)
+            delta = tl.load(delta_base + offs_m)
+        lse2 = lse2 * 1.4426950408889634
+        s_t = _mm(k, tl.trans(q), None, PRECISION) * qk_scale
+        # Masked logits become -inf before exp2, so P is exactly 0 there and
+        # no intermediate overflows.
+        if CAUSAL_BLOCK:
+            s_t = tl.where(offs_m[None, :] >= offs_n[:, None], s_t, float("-inf"))
+        if HAS_MASK:
+            # Mask tile loaded transposed: element (j, i) = mask[i, j].
+            allowed = _load_mask(mask_base, offs_n, offs_m, stride_ms, stride_mt, S, T)
+            s_t = tl.where(allowed, s_t, float("-inf"))
+        p_t = tl.math.exp2(s_t - lse2[None, :])
+        dv = _mm(_cast(p_t, do.dtype, PRECISION), do, dv, PRECISION)
+        dp_t = _mm(v, tl.trans(do), None, PRECISION)
+        ds_t = p_t * (dp_t - delta[None, :])
+        dk = _mm(_cast(ds_t, q.dtype, PRECISION), q, dk, PRECISION)
+    return dk, dv
+
+
+@triton.jit
+def _attn_bwd_dkdv_kernel(
+    Q, K, V, DOut, Mask, Lse, Delta, DK, DV,
+    stride_qb, stride_qt, stride_qn, stride_qh,
+    stride_kb, stride_ks, stride_kn, stride_kh,
+    stride_vb, stride_vs, stride_vn, stride_vh,
+    stride_db, stride_dt, stride_dn, stride_dh,
+    stride_mb, stride_mn, stride_mt, stride_ms,
+    stride_dkb, stride_dks, stride_dkn, stride_dkh,
+    stride_dvb, stride_dvs, stride_dvn, stride_dvh,
+    N, KH, T, S, H, GROUP,
+    sm_scale, qk_scale,
+    T_BUCKET, S_BUCKET,
+    IS_CAUSAL: tl.constexpr,
+    HAS_MASK: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+    EVEN_H: tl.constexpr,
+    PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    pid_n = tl.program_id(0)
+    pid_bk = tl.program_id(1)
+    off_b = pid_bk // KH
+    off_kv = pid_bk % KH
+    b64 = off_b.to(tl.int64)
+
+    start_n = pid_n * BLOCK_N
+    offs_n = start_n + tl.arange(0, BLOCK_N)
+    offs_h = tl.arange(0, BLOCK_H)
+
+    k = _load_tile(
+        K + b64 * stride_kb + off_kv.to(tl.int64) * stride_kn
+        + offs_n[:, None] * stride_ks + offs_h[None, :] * stride_kh,
+        offs_n, offs_h, S, H, True, not EVEN_H,
+    )
+    v = _load_tile(
+        V + b64 * stride_vb + off_kv.to(tl.int64) * stride_vn
+        + offs_n[:, None] * stride_vs + offs_h[None, :] * stride_vh,
+        offs_n, offs_h, S, H, True, not EVEN_H,
+    )
+    dk = tl.zeros([BLOCK_N, BLOCK_H], dtype=tl.float32)
+    dv = tl.zeros([BLOCK_N, BLOCK_H], dtype=tl.float32)
+
+    t_full = (T // BLOCK_M) * BLOCK_M
+    if IS_CAUSAL:
+        # Query blocks before the diagonal never see this key block; blocks
+        # starting at or after start_n + BLOCK_N - 1 see all of it.
+        lo = (start_n // BLOCK_M) * BLOCK_M
+        diag_hi = tl.minimum(
+            T, ((start_n + BLOCK_N - 1 + BLOCK_M - 1) // BLOCK_M) * BLOCK_M
+        )
+    else:
+        lo = 0
+        diag_hi = 0
+    tail_lo = tl.maximum(diag_hi, t_full)
+
+    for g in range(0, GROUP):
+        off_n = (off_kv * GROUP + g).to(tl.int64)
+        row0 = (b64 * N + off_n) * T
+        q_base = Q + b64 * stride_qb + off_n * stride_qn
+        do_base = DOut + b64 * stride_db + off_n * stride_dn
+        mask_base = Mask
+        if HAS_MASK:
+            mask_base = Mask + b64 * stride_mb + off_n * stride_mn
+        if IS_CAUSAL:
+            dk, dv = _dkdv_inner(
+                dk, dv, k, v, q_base, do_base, Lse + row0, Delta + row0, mask_base,
+                offs_n, offs_h, lo, diag_hi,
+                stride_qt, stride_qh, stride_dt, stride_dh, stride_mt, stride_ms,
+                T, S, H, qk_scale,
+                BLOCK_M, EVEN_H, True, True, HAS_MASK, PRECISION,
+            )
+        dk, dv = _dkdv_inner(
+            dk, dv, k, v, q_base, do_base, Lse + row0, Delta + row0, mask_base,
+            offs_n, offs_h, diag_hi, t_full,
+            stride_qt, stride_qh, stride_dt, stride_dh, stride_mt, stride_ms,
+            T, S, H, qk_scale,
+            BLOCK_M, EVEN_H, False, False, HAS_MASK, PRECISION,
+        )
+        dk, dv = _dkdv_inner(
+            dk, dv, k, v, q_base, do_base, Lse + row0, Delta + row0, mask_base,
+            offs_n, offs_h, tail_lo, T,
+            stride_qt, stride_qh, stride_dt, stride_dh, stride_mt, stride_ms,
+            T, S, H, qk_scale,
+            BLOCK_M, EVEN_H, True, False, HAS_MASK, PRECISION,
+        )
+
+    dk = dk * sm_scale
+    _store_tile(
+        DK + b64 * stride_dkb + off_kv.to(tl.int64) * stride_dkn
+        + offs_n[:, None] * stride_dks + offs_h[None, :] * stride_dkh,
+        _cast(dk, DK.dtype.element_ty, PRECISION), offs_n, offs_h, S, H, True, not EVEN_H,
+    )
+    _store_tile(
+        DV + b64 * stride_dvb + off_kv.to(tl.int64) * stride_dvn
+        + offs_n[:, None] * stride_dvs + offs_h[None, :] * stride_dvh,
+        _cast(dv, DV.dtype.element_ty, PRECISION), offs_n, offs_h, S, H, True, not EVEN_H,
+    )
+
+
+@triton.jit
+def _dq_inner(
+    dq, q, do, lse2, delta,
+    k_base, v_base, mask_base,
+    offs_m, offs_h,
+    lo, hi,
+    stride_ks, stride_kh, stride_vs, stride_vh, stride_mt, stride_ms,
+    T, S, H, qk_scale,
+    BLOCK_N: tl.constexpr,
+    EVEN_H: tl.constexpr,
+    MASK_BLOCK: tl.constexpr,
+    IS_CAUSAL: tl.constexpr,
+    HAS_MASK: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
+    offs_n0 = tl.arange(0, BLOCK_N)
+    for start_n in range(lo, hi, BLOCK_N):
+        offs_n = start_n + offs_n0
+        k = _load_tile(
+            k_base + offs_n[:, None] * stride_ks + offs_h[None, :] * stride_kh,
+            offs_n, offs_h, S, H, MASK_BLOCK, not EVEN_H,
+        )
+        v = _load_tile(
+            v_base + offs_n[:, None] * stride_vs + offs_h[None, :] * stride_vh,
+            offs_n, offs_h, S, H, MASK_BLOCK, not EVEN_H,
+        )
+        s = _mm(q, tl.trans(k), None, PRECISION) * qk_scale
+        if MASK_BLOCK:
+            keep = offs_n[None, :] < S
+            if IS_CAUSAL:
+                keep = keep & (offs_n[None, :] <= offs_m[:, None])
+            s = tl.where(keep, s, float("-inf"))
+        if HAS_MASK:
+            s = tl.where(
+                _load_mask(mask_base, offs_m, offs_n, stride_mt, stride_ms, T, S),
+                s, float("-inf"),
+            )
+        p = tl.math.exp2(s - lse2[:, None])
+        dp = _mm(do, tl.trans(v), None, PRECISION)
+        ds = p * (dp - delta[:, None])
+        dq = _mm(_cast(ds, k.dtype, PRECISION), k, dq, PRECISION)
+    return dq
+
+
+@triton.jit
+def _attn_bwd_dq_kernel(
+    Q, K, V, DOut, Mask, Lse, Delta, DQ,
+    stride_qb, stride_qt, stride_qn, stride_qh,
+    stride_kb, stride_ks, stride_kn, stride_kh,
+    stride_vb, stride_vs, stride_vn, stride_vh,
+    stride_db, stride_dt, stride_dn, stride_dh,
+    stride_mb, stride_mn, stride_mt, stride_ms,
+    stride_dqb, stride_dqt, stride_dqn, stride_dqh,
+    N, T, S, H, GROUP,
+    sm_scale, qk_scale,
+    T_BUCKET, S_BUCKET,
+    IS_CAUSAL: tl.constexpr,
+    HAS_MASK: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+    EVEN_H: tl.constexpr,
+    PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    if IS_CAUSAL:
+        pid_m = tl.num_programs(0) - 1 - pid_m
+    pid_bn = tl.program_id(1)
+    off_b = pid_bn // N
+    off_n = pid_bn % N
+    off_kv = off_n // GROUP
+    b64 = off_b.to(tl.int64)
+
+    start_m = pid_m * BLOCK_M
+    offs_m = start_m + tl.arange(0, BLOCK_M)
+    offs_h = tl.arange(0, BLOCK_H)
+
+    q_base = Q + b64 * stride_qb + off_n.to(tl.int64) * stride_qn
+    do_base = DOut + b64 * stride_db + off_n.to(tl.int64) * stride_dn
+    k_base = K + b64 * stride_kb + off_kv.to(tl.int64) * stride_kn
+    v_base = V + b64 * stride_vb + off_kv.to(tl.int64) * stride_vn
+    mask_base = Mask
+    if HAS_MASK:
+        mask_base = Mask + b64 * stride_mb + off_n.to(tl.int64) * stride_mn
+
+    q = _load_tile(
+        q_base + offs_m[:, None] * stride_qt + offs_h[None, :] * stride_qh,
+        offs_m, offs_h, T, H, True, not EVEN_H,
+    )
+    do = _load_tile(
+        do_base + offs_m[:, None] * stride_dt + offs_h[None, :] * stride_dh,
+        offs_m, offs_h, T, H, True, not EVEN_H,
+    )
+    row = pid_bn.to(tl.int64) * T + offs_m
+    lse2 = tl.load(Lse + row, mask=offs_m < T, other=float("inf")) * 1.4426950408889634
+    delta = tl.load(Delta + row, mask=offs_m < T, other=0.0)
+    dq = tl.zeros([BLOCK_M, BLOCK_H], dtype=tl.float32)
+
+    if IS_CAUSAL:
+        hi = tl.minimum(S, start_m + BLOCK_M)
+        clean_hi = (tl.minimum(S, start_m + 1) // BLOCK_N) * BLOCK_N
+    else:
+        hi = S
+        clean_hi = (S // BLOCK_N) * BLOCK_N
+
+    dq = _dq_inner(
+        dq, q, do, lse2, delta, k_base, v_base, mask_base, offs_m, offs_h,
+        0, clean_hi,
+        stride_ks, stride_kh, stride_vs, stride_vh, stride_mt, stride_ms,
+        T, S, H, qk_scale,
+        BLOCK_N, EVEN_H, False, IS_CAUSAL, HAS_MASK, PRECISION,
+    )
+    dq = _dq_inner(
+        dq, q, do, lse2, delta, k_base, v_base, mask_base, offs_m, offs_h,
+        clean_hi, hi,
+        stride_ks, stride_kh, stride_vs, stride_vh, stride_mt, stride_ms,
+        T, S, H, qk_scale,
+        BLOCK_N, EVEN_H, True, IS_CAUSAL, HAS_MASK, PRECISION,
+    )
+    dq = dq * sm_scale
+    _store_tile(
+        DQ + b64 * stride_dqb + off_n.to(tl.int64) * stride_dqn
+        + offs_m[:, None] * stride_dqt + offs_h[None, :] * stride_dqh,
+        _cast(dq, DQ.dtype.element_ty, PRECISION), offs_m, offs_h, T, H, True, not EVEN_H,
+    )
+
+
+_attn_bwd_dkdv = _autotune(_DKDV_CONFIGS)(_attn_bwd_dkdv_kernel)
+_attn_bwd_dq = _autotune(_DQ_CONFIGS)(_attn_bwd_dq_kernel)
+
+
+# --------------------------------------------------------------------------
+# Python launchers.
+# --------------------------------------------------------------------------
+
+
+def _identity(kernel):
+    return kernel
+
+
+# Output allocation; module-level so that tests can poison (NaN-fill) them to
+# prove that the kernels write every element.
+def _empty_like(x):
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
+def _empty(shape, dtype, device):
+    return torch.empty(shape, dtype=dtype, device=device)
+
+
+def _bucket(n):
+    """Autotune key for a length: next power of two (at least 16)."""
+    return max(16, triton.next_power_of_2(int(n)))
+
+
+def _block_h(h):
+    return max(16, triton.next_power_of_2(int(h)))
+
+
+def _precision(dtype):
+    # fp32 inputs: full-precision dot (no tf32), so fp32 stays fp32-accurate.
+    # Other dtypes: the backend default (the option only affects fp32).
+    if dtype == torch.float32:
+        return "ieee"
+    if dtype == torch.bfloat16 and _INTERPRET:
+        return "interp_bf16"
+    return None
+
+
+def _check_inputs(q, k, v, mask, scale):
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"`{name}` must be a torch.Tensor. Received: {type(x)}")
+        if x.ndim != 4:
+            raise ValueError(
+                f"`{name}` must have rank 4 ({'(B, T, N, H)' if name == 'q' else '(B, S, K, H)'})."
+                f" Received: shape={tuple(x.shape)}"
+            )
+        if x.dtype not in _SUPPORTED_DTYPES:
+            raise TypeError(
+                f"`{name}` must be float16, bfloat16 or float32. Received: dtype={x.dtype}"
+            )
+    if k.dtype != q.dtype or v.dtype != q.dtype:
+        raise TypeError(
+            "`q`, `k` and `v` must share one dtype. "
+            f"Received: q={q.dtype}, k={k.dtype}, v={v.dtype}"
+        )
+    B, T, N, H = q.shape
+    if k.shape != v.shape or k.shape[0] != B or k.shape[3] != H:
+        raise ValueError(
+            "`k` and `v` must have shape (B, S, K, H) matching `q` (B, T, N, H). "
+            f"Received: q={tuple(q.shape)}, k={tuple(k.shape)}, v={tuple(v.shape)}"
+        )
+    KH = k.shape[2]
+    if KH == 0 or N % KH != 0:
+        raise ValueError(
+            "The number of query heads N must be a multiple of the number of key/value "
+            f"heads K. Received: N={N}, K={KH}"
+        )
+    if not 1 <= H <= MAX_HEAD_DIM:
+        raise ValueError(f"Head dim H must be in [1, {MAX_HEAD_DIM}]. Received: H={H}")
+    if q.device != k.device or q.device != v.device:
+        raise ValueError(
+            "`q`, `k` and `v` must be on one device. "
+            f"Received: {q.device}, {k.device}, {v.device}"
+        )
+    S = k.shape[1]
+    if mask is not None:
+        if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
+            raise TypeError(
+                "`mask` must be a bool torch.Tensor. "
+                f"Received: {getattr(mask, 'dtype', type(mask))}"
+            )
+        full = (B, N, T, S)
+        if mask.ndim != 4 or any(d not in (1, f) for d, f in zip(mask.shape, full)):
+            raise ValueError(
+                "`mask` must have rank 4 with every dim 1 or the full size of "
+                f"(B, N, T, S)={full}. Received: shape={tuple(mask.shape)}"
+            )
+        if mask.device != q.device:
+            raise ValueError(
+                f"`mask` must be on the device of `q` ({q.device}). Received: {mask.device}"
+            )
+    if scale is None:
+        scale = 1.0 / math.sqrt(H)
+    return B, T, N, H, S, KH, float(scale)
+
+
+def _mask_args(mask, q):
+    """Returns (pointer tensor, 4 strides) for an optional bool mask."""
+    if mask is None:
+        return q, (0, 0, 0, 0)  # pointer unused (HAS_MASK=False)
+    strides = tuple(0 if mask.shape[i] == 1 else mask.stride(i) for i in range(4))
+    return mask.view(torch.uint8), strides
+
+
+def _check_runnable():
+    reason = _interpreter_mismatch()
+    if reason is not None:
+        raise RuntimeError(reason)
+
+
+def _forward_impl(q, k, v, mask=None, is_causal=False, scale=None, wrap=_identity):
+    B, T, N, H, S, KH, scale = _check_inputs(q, k, v, mask, scale)
+    is_causal = bool(is_causal)
+    out = _empty_like(q)
+    lse = _empty((B, N, T), torch.float32, q.device)
+    if B * N * T == 0:
+        return out, lse
+    if S == 0:
+        out.zero_()
+        lse.fill_(float("inf"))
+        return out, lse
+    _check_runnable()
+    mask_ptr, ms = _mask_args(mask, q)
+    BLOCK_H = _block_h(H)
+
+    def grid(meta):
+        return (triton.cdiv(T, meta["BLOCK_M"]), B * N)
+
+    wrap(_attn_fwd)[grid](
+        q, k, v, mask_ptr, out, lse,
+        *q.stride(), *k.stride(), *v.stride(), *ms, *out.stride(),
+        N, T, S, H, N // KH,
+        scale * _LOG2E,
+        _bucket(T), _bucket(S),
+        IS_CAUSAL=is_causal,
+        HAS_MASK=mask is not None,
+        BLOCK_H=BLOCK_H,
+        EVEN_H=BLOCK_H == H,
+        PRECISION=_precision(q.dtype),
+    )
+    return out, lse
+
+
+def _backward_impl(
+    q, k, v, out, lse, dout, mask=None, is_causal=False, scale=None, dlse=None,
+    wrap=_identity,
+):
+    B, T, N, H, S, KH, scale = _check_inputs(q, k, v, mask, scale)
+    is_causal = bool(is_causal)
+    if tuple(out.shape) != tuple(q.shape) or tuple(dout.shape) != tuple(q.shape):
+        raise ValueError(
+            "`out` and `dout` must have the shape of `q`. "
+            f"Received: q={tuple(q.shape)}, out={tuple(out.shape)}, dout={tuple(dout.shape)}"
+        )
+    if tuple(lse.shape) != (B, N, T) or lse.dtype != torch.float32:
+        raise ValueError(
+            f"`lse` must be float32 of shape (B, N, T)={(B, N, T)}. "
+            f"Received: shape={tuple(lse.shape)}, dtype={lse.dtype}"
+        )
+    if dlse is not None and tuple(dlse.shape) != (B, N, T):
+        raise ValueError(
+            f"`dlse` must have shape (B, N, T)={(B, N, T)}. Received: {tuple(dlse.shape)}"
+        )
+    dq = _empty_like(q)
+    dk = _empty_like(k)
+    dv = _empty_like(v)
+    if B * N * T == 0 or S == 0:
+        return dq.zero_(), dk.zero_(), dv.zero_()
+    _check_runnable()
+    lse = lse.contiguous()
+    if dlse is not None:
+        dlse = dlse.to(torch.float32).contiguous()
+    mask_ptr, ms = _mask_args(mask, q)
+    BLOCK_H = _block_h(H)
+    even_h = BLOCK_H == H
+    precision = _precision(q.dtype)
+    group = N // KH
+
+    delta = _empty((B, N, T), torch.float32, q.device)
+    pre_block = 16 if _INTERPRET else max(16, min(128, 8192 // BLOCK_H))
+    wrap(_bwd_preprocess_kernel)[(triton.cdiv(T, pre_block), B * N)](
+        out, dout, dlse if dlse is not None else lse, delta,
+        *out.stride(), *dout.stride(),
+        N, T, H,
+        HAS_DLSE=dlse is not None,
+        BLOCK_H=BLOCK_H,
+        BLOCK_M=pre_block,
+    )
+
+    def grid_kv(meta):
+        return (triton.cdiv(S, meta["BLOCK_N"]), B * KH)
+
+    wrap(_attn_bwd_dkdv)[grid_kv](
+        q, k, v, dout, mask_ptr, lse, delta, dk, dv,
+        *q.stride(), *k.stride(), *v.stride(), *dout.stride(), *ms,
+        *dk.stride(), *dv.stride(),
+        N, KH, T, S, H, group,
+        scale, scale * _LOG2E,
+        _bucket(T), _bucket(S),
+        IS_CAUSAL=is_causal,
+        HAS_MASK=mask is not None,
+        BLOCK_H=BLOCK_H,
+        EVEN_H=even_h,
+        PRECISION=precision,
+    )
+
+    def grid_q(meta):
+        return (triton.cdiv(T, meta["BLOCK_M"]), B * N)
+
+    wrap(_attn_bwd_dq)[grid_q](
+        q, k, v, dout, mask_ptr, lse, delta, dq,
+        *q.stride(), *k.stride(), *v.stride(), *dout.stride(), *ms, *dq.stride(),
+        N, T, S, H, group,
+        scale, scale * _LOG2E,
+        _bucket(T), _bucket(S),
+        IS_CAUSAL=is_causal,
+        HAS_MASK=mask is not None,
+        BLOCK_H=BLOCK_H,
+        EVEN_H=even_h,
+        PRECISION=precision,
+    )
+    return dq, dk, dv
+
+
+def forward(q, k, v, mask=None, is_causal=False, scale=None):
+    """Fused attention forward pass.
+
+    Args:
+        q: query, `(B, T, N, H)`, float16/bfloat16/float32.
+        k: key, `(B, S, K, H)`, same dtype, `N % K == 0`.
+        v: value, `(B, S, K, H)`, same dtype.
+        mask: None or a bool tensor of rank 4 whose dims are each 1 or the full
+            size of `(B, N, T, S)`; True means attend.
+        is_causal: top-left aligned causal masking (query i sees keys j <= i).
+        scale: logit scale; defaults to `1 / sqrt(H)`.
+
+    Returns:
+        `(out, lse)`: `out` of shape `(B, T, N, H)` in q's dtype and the
+        float32 log-sum-exp of the scaled logits, shape `(B, N, T)`
+        (+inf for rows that attend no key; their `out` is 0).
+    """
+    return _forward_impl(q, k, v, mask, is_causal, scale)
+
+
+def backward(q, k, v, out, lse, dout, mask=None, is_causal=False, scale=None, dlse=None):
+    """Fused attention backward pass (FlashAttention-2 recomputation).
+
+    Args:
+        q, k, v, mask, is_causal, scale: as given to `forward`.
+        out, lse: the outputs of `forward`.
+        dout: gradient of `out`, shape `(B, T, N, H)`.
+        dlse: optional gradient of `lse`, shape `(B, N, T)` (mmkeras extension,
+            used by the torch autograd glue; the default None means zero).
+
+    Returns:
+        `(dq, dk, dv)` in the input dtype; dk/dv sum over the query heads
+        that share each key/value head.
+    """
+    return _backward_impl(q, k, v, out, lse, dout, mask, is_causal, scale, dlse)

@@ -14,10 +14,11 @@ import os
 
 import keras
 
+from mmkeras.backend import BACKENDS
+from mmkeras.backend import FAMILIES
 from mmkeras.backend import glue
 
 IMPLEMENTATIONS = ("auto", "native", "reference")
-BACKENDS = ("tensorflow", "jax", "torch")
 
 
 def default_implementation():
@@ -43,11 +44,14 @@ def resolve_implementation(implementation):
     return implementation
 
 
-def backend_glue(backend_name=None):
-    """`(glue_module, None)` for a backend, or `(None, reason)`."""
+NATIVE_DTYPES = ("float16", "bfloat16", "float32")
+
+
+def backend_glue(backend_name=None, family="attention"):
+    """`(glue_module, None)` for a backend and op family, or `(None, reason)`."""
     backend_name = backend_name or keras.backend.backend()
     try:
-        module = glue(backend_name)
+        module = glue(backend_name, family)
     except ImportError as e:
         return None, f"the {backend_name} glue cannot be imported: {e}"
     if module is None:
@@ -55,10 +59,47 @@ def backend_glue(backend_name=None):
     return module, None
 
 
-def native_unavailable_reason(query):
-    """Why the native kernel cannot take a call on `query`, or None."""
-    module, reason = backend_glue()
-    return reason if module is None else module.unavailable_reason(query)
+def native_unavailable_reason(x, family="attention"):
+    """Why the native kernel of `family` cannot take a call on tensor `x`."""
+    dtype = keras.backend.standardize_dtype(x.dtype)
+    if dtype not in NATIVE_DTYPES:
+        return (
+            f"dtype {dtype} is not supported (native kernels take "
+            f"{', '.join(NATIVE_DTYPES)})"
+        )
+    module, reason = backend_glue(family=family)
+    return reason if module is None else module.unavailable_reason(x)
+
+
+def select_native(implementation, x, op_name, family="attention"):
+    """Decides whether an op runs its native kernel.
+
+    Args:
+        implementation: a resolved policy ("auto", "native", "reference").
+        x: the tensor whose dtype and device decide (e.g. the query).
+        op_name: the public op, for the error message.
+        family: the op family of the glue module.
+
+    Returns:
+        The backend glue module to call, or None to run the reference.
+
+    Raises:
+        ValueError: `implementation="native"` and the native kernel cannot
+            take this call; the message says why.
+    """
+    if implementation == "reference":
+        return None
+    reason = native_unavailable_reason(x, family)
+    if reason is None:
+        return backend_glue(family=family)[0]
+    if implementation == "native":
+        raise ValueError(
+            f"{op_name}: implementation='native' was requested but the "
+            f"native kernel cannot run this call: {reason}. Received: "
+            f"shape={tuple(x.shape)}, dtype={x.dtype}, "
+            f"backend={keras.backend.backend()}"
+        )
+    return None
 
 
 def available(backend=None):
@@ -92,12 +133,13 @@ def available(backend=None):
                      detail=f"{name} is not installed")
             )
             continue
-        module, reason = backend_glue(name)
-        if module is None:
-            rows.append(dict(backend=name, kernel="-", usable=False,
-                             detail=reason))
-            continue
-        for kernel, usable, detail in module.status():
-            rows.append(dict(backend=name, kernel=kernel, usable=usable,
-                             detail=detail))
+        for family in FAMILIES:
+            module, reason = backend_glue(name, family)
+            if module is None:
+                rows.append(dict(backend=name, kernel=family, usable=False,
+                                 detail=reason))
+                continue
+            for kernel, usable, detail in module.status():
+                rows.append(dict(backend=name, kernel=kernel, usable=usable,
+                                 detail=detail))
     return rows

@@ -1,7 +1,7 @@
 // TensorFlow adapter: the CPU attention kernel as custom ops, compiled at run
 // time with tf.sysconfig.get_compile_flags()/get_link_flags() and loaded with
 // tf.load_op_library. The gradient is registered in Python
-// (mmkeras/backend/tensorflow_glue.py).
+// (mmkeras/backend/tensorflow_attention.py).
 #include <exception>
 #include <vector>
 

@@ -1,29 +1,29 @@
 """Per-backend glue between `mmkeras.ops` and the compiled kernels.
 
-One module per framework, each imported lazily, so that a framework that is
-not installed only disables its own adapter. Each exposes:
+One module per (framework, op family), named `{backend}_{family}` (e.g.
+`torch_attention`), each imported lazily so that a framework that is not
+installed only disables its own adapters. Each exposes:
 
-- `attention(query, key, value, mask, is_causal, scale)`: float32 tensors in
-  the framework's type, differentiable.
-- `unavailable_reason(query)`: why the native kernel cannot take this call,
-  or None.
+- the op functions, taking float32 tensors of the framework, differentiable;
+- `unavailable_reason(x)`: why the native kernel cannot take a call on
+  tensor `x` (device, build), or None;
 - `status()`: a list of `(name, usable, detail)` for `mmkeras info`.
 """
 
 import importlib
 import sys
 
-_MODULES = {
-    "torch": "mmkeras.backend.torch_glue",
-    "jax": "mmkeras.backend.jax_glue",
-    "tensorflow": "mmkeras.backend.tensorflow_glue",
-}
+BACKENDS = ("tensorflow", "jax", "torch")
+FAMILIES = ("attention",)
 
 
-def glue(backend_name):
-    """Returns the glue module for a Keras backend name, or None."""
-    module = _MODULES.get(backend_name)
-    if module is None:
+def glue(backend_name, family="attention"):
+    """Returns the glue module of an op family on a Keras backend, or None
+    when that backend has no native kernels."""
+    if backend_name not in BACKENDS:
         return None
+    if family not in FAMILIES:
+        raise ValueError(f"unknown op family {family!r}; known: {FAMILIES}")
+    module = f"mmkeras.backend.{backend_name}_{family}"
     # sys.modules first: torch.compile cannot trace importlib.
     return sys.modules.get(module) or importlib.import_module(module)

@@ -8,9 +8,6 @@ from keras import ops
 from mmkeras import kernels
 from mmkeras.ops.attention_reference import attention_reference
 
-_NATIVE_DTYPES = ("float16", "bfloat16", "float32")
-
-
 def _shape_str(x):
     return tuple(x.shape)
 
@@ -125,32 +122,13 @@ class FusedAttention(keras.Operation):
         if scale is None:
             scale = 1.0 / math.sqrt(query.shape[-1])
         scale = float(scale)
-        if self.implementation != "reference":
-            reason = self._native_reason(query)
-            if reason is None:
-                return self._native(query, key, value, mask, scale)
-            if self.implementation == "native":
-                raise ValueError(
-                    "implementation='native' was requested but the native "
-                    f"kernel cannot run this call: {reason}. Received: "
-                    f"query.shape={_shape_str(query)}, "
-                    f"query.dtype={query.dtype}, "
-                    f"backend={keras.backend.backend()}"
-                )
-        return attention_reference(query, key, value, mask, self.is_causal, scale)
-
-    @staticmethod
-    def _native_reason(query):
-        dtype = keras.backend.standardize_dtype(query.dtype)
-        if dtype not in _NATIVE_DTYPES:
-            return (
-                f"dtype {dtype} is not supported (native kernels take "
-                f"{', '.join(_NATIVE_DTYPES)})"
+        module = kernels.select_native(
+            self.implementation, query, "fused_attention"
+        )
+        if module is None:
+            return attention_reference(
+                query, key, value, mask, self.is_causal, scale
             )
-        return kernels.native_unavailable_reason(query)
-
-    def _native(self, query, key, value, mask, scale):
-        module, _ = kernels.backend_glue()
         dtype = keras.backend.standardize_dtype(query.dtype)
         # The kernels compute in float32; low-precision inputs are cast here
         # so that gradients flow back through the casts in their dtype.

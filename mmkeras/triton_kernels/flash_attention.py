@@ -26,12 +26,13 @@ it is launched; `torch_ops` passes `torch.library.wrap_triton` so that
 """
 
 import math
+import os
 
 import torch
 import triton
 import triton.language as tl
 
-__all__ = ["forward", "backward", "MAX_HEAD_DIM"]
+__all__ = ["forward", "backward", "set_autotune", "MAX_HEAD_DIM"]
 
 MAX_HEAD_DIM = 256
 _LOG2E = 1.4426950408889634
@@ -66,77 +67,85 @@ def _interpreter_mismatch():
 
 
 # --------------------------------------------------------------------------
-# Autotune spaces. Under the interpreter a single small config keeps tests
-# fast and makes block sizes differ between the M and N axes, so that the
-# causal block bookkeeping is exercised.
+# Autotune spaces: (BLOCK_M, BLOCK_N, num_warps, num_stages) per head-dim
+# class, the first entry of each list being the default. The autotuner holds
+# the union and the prune hook keeps the list for the call's head dim (and drops
+# tiles longer than a short sequence). With MMKERAS_TRITON_AUTOTUNE=0 (or
+# `set_autotune(False)`) only the default runs: no benchmarking, fewer
+# compiles. Under the interpreter a single small config keeps tests fast and
+# makes BLOCK_M != BLOCK_N, so the causal block bookkeeping is exercised.
 # --------------------------------------------------------------------------
 
-
-def _cfg(bm, bn, warps, stages):
-    return triton.Config(
-        {"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=warps, num_stages=stages
-    )
-
+_HEAD_CLASSES = (64, 128, 256)  # BLOCK_H upper bounds
 
 if _INTERPRET:
-    _FWD_CONFIGS = [_cfg(32, 16, 4, 1)]
-    _DKDV_CONFIGS = [_cfg(16, 32, 4, 1)]
-    _DQ_CONFIGS = [_cfg(32, 16, 4, 1)]
+    _FWD_SPACE = {h: [(32, 16, 4, 1)] for h in _HEAD_CLASSES}
+    _DKDV_SPACE = {h: [(16, 32, 4, 1)] for h in _HEAD_CLASSES}
+    _DQ_SPACE = {h: [(32, 16, 4, 1)] for h in _HEAD_CLASSES}
 else:
-    _FWD_CONFIGS = [
-        _cfg(128, 64, 4, 3),
-        _cfg(128, 64, 8, 3),
-        _cfg(128, 128, 8, 3),
-        _cfg(128, 128, 8, 2),
-        _cfg(128, 32, 4, 3),
-        _cfg(64, 64, 4, 3),
-        _cfg(64, 32, 4, 2),
-    ]
-    _DKDV_CONFIGS = [
-        _cfg(32, 128, 4, 3),
-        _cfg(64, 128, 8, 3),
-        _cfg(64, 128, 8, 2),
-        _cfg(32, 64, 4, 3),
-        _cfg(64, 64, 4, 2),
-    ]
-    _DQ_CONFIGS = [
-        _cfg(128, 32, 4, 3),
-        _cfg(128, 64, 8, 3),
-        _cfg(128, 64, 8, 2),
-        _cfg(64, 64, 4, 3),
-        _cfg(64, 32, 4, 2),
-    ]
+    _FWD_SPACE = {
+        64: [(128, 64, 4, 3), (128, 128, 8, 3), (128, 64, 8, 3), (64, 64, 4, 3)],
+        128: [(128, 64, 8, 3), (128, 64, 4, 3), (128, 128, 8, 2), (64, 64, 4, 3)],
+        256: [(64, 64, 4, 2), (64, 32, 4, 2), (128, 32, 8, 2)],
+    }
+    _DKDV_SPACE = {
+        64: [(32, 128, 4, 3), (64, 128, 8, 3), (64, 64, 4, 3)],
+        128: [(64, 128, 8, 2), (32, 128, 8, 2), (32, 64, 4, 3), (64, 64, 4, 2)],
+        256: [(32, 64, 4, 2), (16, 64, 4, 2), (32, 32, 4, 2)],
+    }
+    _DQ_SPACE = {
+        64: [(128, 32, 4, 3), (128, 64, 8, 3), (64, 64, 4, 3)],
+        128: [(128, 32, 4, 3), (128, 64, 8, 2), (64, 64, 4, 3), (64, 32, 4, 3)],
+        256: [(64, 32, 4, 2), (64, 64, 4, 2), (32, 32, 4, 2)],
+    }
+
+_AUTOTUNE = os.environ.get("MMKERAS_TRITON_AUTOTUNE", "1").strip() not in ("0", "false")
+
+
+def set_autotune(enabled):
+    """Turns benchmarking of the config space on or off for new shapes."""
+    global _AUTOTUNE
+    _AUTOTUNE = bool(enabled)
+
+
+def _head_class(block_h):
+    for h in _HEAD_CLASSES:
+        if block_h <= h:
+            return h
+    return _HEAD_CLASSES[-1]
+
+
+def _make_autotune(space):
+    by_tuple = {}
+    for entries in space.values():
+        for e in entries:
+            if e not in by_tuple:
+                bm, bn, warps, stages = e
+                by_tuple[e] = triton.Config(
+                    {"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=warps, num_stages=stages
+                )
+
+    def prune(configs, named_args, **kwargs):
+        block_h = kwargs.get("BLOCK_H", named_args.get("BLOCK_H", 64))
+        t_len = named_args.get("T_BUCKET", 1 << 30)
+        s_len = named_args.get("S_BUCKET", 1 << 30)
+        wanted = [by_tuple[e] for e in space[_head_class(block_h)]]
+        # Short sequences: no tile much longer than the sequence.
+        short = [
+            c for c in wanted
+            if c.kwargs["BLOCK_M"] <= max(64, t_len) and c.kwargs["BLOCK_N"] <= max(64, s_len)
+        ]
+        wanted = short or wanted
+        return wanted if _AUTOTUNE else wanted[:1]
+
+    return triton.autotune(
+        configs=list(by_tuple.values()),
+        key=_TUNE_KEY,
+        prune_configs_by={"early_config_prune": prune},
+    )
+
 
 _TUNE_KEY = ["T_BUCKET", "S_BUCKET", "BLOCK_H", "IS_CAUSAL", "HAS_MASK"]
-
-
-def _prune(configs, named_args, **kwargs):
-    """Drops configs that cannot fit or that waste work on short sequences."""
-    if len(configs) <= 1:
-        return configs
-    block_h = kwargs.get("BLOCK_H", named_args.get("BLOCK_H", 64))
-    t_len = named_args.get("T_BUCKET", 1 << 30)
-    s_len = named_args.get("S_BUCKET", 1 << 30)
-    kept = []
-    for c in configs:
-        bm = c.kwargs["BLOCK_M"]
-        bn = c.kwargs["BLOCK_N"]
-        if block_h >= 256 and (bm * bn > 64 * 64 or c.num_stages > 2):
-            continue
-        if block_h >= 128 and bm == 128 and bn == 128:
-            continue
-        if t_len < bm and bm > 64:
-            continue
-        if s_len < bn and bn > 64:
-            continue
-        kept.append(c)
-    return kept or [min(configs, key=lambda c: c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"])]
-
-
-def _autotune(configs):
-    return triton.autotune(
-        configs=configs, key=_TUNE_KEY, prune_configs_by={"early_config_prune": _prune}
-    )
 
 
 # --------------------------------------------------------------------------
@@ -358,7 +367,7 @@ def _attn_fwd_kernel(
     tl.store(Lse + pid_bn.to(tl.int64) * T + offs_m, lse, mask=offs_m < T)
 
 
-_attn_fwd = _autotune(_FWD_CONFIGS)(_attn_fwd_kernel)
+_attn_fwd = _make_autotune(_FWD_SPACE)(_attn_fwd_kernel)
 
 
 # --------------------------------------------------------------------------
@@ -684,8 +693,8 @@ def _attn_bwd_dq_kernel(
     )
 
 
-_attn_bwd_dkdv = _autotune(_DKDV_CONFIGS)(_attn_bwd_dkdv_kernel)
-_attn_bwd_dq = _autotune(_DQ_CONFIGS)(_attn_bwd_dq_kernel)
+_attn_bwd_dkdv = _make_autotune(_DKDV_SPACE)(_attn_bwd_dkdv_kernel)
+_attn_bwd_dq = _make_autotune(_DQ_SPACE)(_attn_bwd_dq_kernel)
 
 
 # --------------------------------------------------------------------------

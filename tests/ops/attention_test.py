@@ -168,7 +168,7 @@ def test_jax_vmap():
 def test_torch_opcheck():
     import torch
 
-    from mmkeras.backend import torch_glue
+    from mmkeras.backend import torch_attention
 
     q, k, v, mask, _ = make_inputs(2, 17, 33, 4, 2, 16, "padding")
     args = (
@@ -179,11 +179,11 @@ def test_torch_opcheck():
         True,
         0.25,
     )
-    torch.library.opcheck(torch_glue.attention_fwd, args)
-    out, lse = torch_glue.attention_fwd(*args)
+    torch.library.opcheck(torch_attention.attention_fwd, args)
+    out, lse = torch_attention.attention_fwd(*args)
     dout = torch.randn_like(out)
     torch.library.opcheck(
-        torch_glue.attention_bwd,
+        torch_attention.attention_bwd,
         (*(a.detach() for a in args[:3]), out.detach(), lse, dout, args[3], True, 0.25),
     )
 
@@ -230,7 +230,7 @@ def test_native_raises_when_it_cannot_run(monkeypatch):
     x = np.zeros((1, 2, 1, 4), np.float32)
     monkeypatch.setattr(
         mmkeras.kernels, "native_unavailable_reason",
-        lambda query: "the adapter is not built",
+        lambda x, family="attention": "the adapter is not built",
     )
     with pytest.raises(ValueError, match="not built.*Received"):
         mmkeras.ops.fused_attention(x, x, x, implementation="native")

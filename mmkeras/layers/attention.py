@@ -40,6 +40,25 @@ class FusedMultiHeadAttention(keras.layers.MultiHeadAttention):
     def __init__(self, num_heads, key_dim, implementation=None, **kwargs):
         super().__init__(num_heads, key_dim, **kwargs)
         self.implementation = implementation
+        # True while a call's causal mask is left to the kernel (is_causal),
+        # which then skips the masked blocks instead of reading a T x S mask.
+        self._kernel_causal = False
+
+    def call(self, query, value, key=None, use_causal_mask=False, **kwargs):
+        self._kernel_causal = use_causal_mask and self._sliding_window is None
+        try:
+            return super().call(query, value, key=key,
+                                use_causal_mask=use_causal_mask, **kwargs)
+        finally:
+            self._kernel_causal = False
+
+    def _compute_attention_mask(self, query, value, use_causal_mask=False,
+                                **kwargs):
+        if self._kernel_causal:
+            use_causal_mask = False
+        return super()._compute_attention_mask(
+            query, value, use_causal_mask=use_causal_mask, **kwargs
+        )
 
     def _compute_attention(
         self,
@@ -57,7 +76,14 @@ class FusedMultiHeadAttention(keras.layers.MultiHeadAttention):
             or len(query.shape) != 4
             or query.shape[-1] != value.shape[-1]
         )
+        is_causal = use_causal_mask or self._kernel_causal
         if needs_scores:
+            if self._kernel_causal:  # Keras needs the causal mask spelled out
+                causal = self._compute_causal_mask(query, value)
+                attention_mask = (
+                    causal if attention_mask is None
+                    else ops.logical_and(ops.cast(attention_mask, "bool"), causal)
+                )
             return super()._compute_attention(
                 query,
                 key,
@@ -76,7 +102,7 @@ class FusedMultiHeadAttention(keras.layers.MultiHeadAttention):
             key,
             value,
             mask=attention_mask,
-            is_causal=use_causal_mask,
+            is_causal=is_causal,
             scale=self._inverse_sqrt_key_dim,
             implementation=self.implementation,
         )

@@ -29,8 +29,10 @@ def _inputs(seed=0, B=2, T=9, S=13, D=24):
         {"use_causal_mask": True},
         {"value_mask": np.array([[1] * 13, [1] * 5 + [0] * 8], bool)},
         {"attention_mask": np.tril(np.ones((2, 9, 13), bool), k=2)},
+        {"use_causal_mask": True,
+         "value_mask": np.array([[1] * 13, [1] * 5 + [0] * 8], bool)},
     ],
-    ids=["plain", "causal", "value_mask", "attention_mask"],
+    ids=["plain", "causal", "value_mask", "attention_mask", "causal+value_mask"],
 )
 def test_same_output_as_keras_with_copied_weights(call_kwargs):
     keras_mha, fused = _pair(num_heads=4, key_dim=8, value_dim=8)
@@ -58,6 +60,13 @@ def test_scores_and_dropout_fall_back_to_keras():
     out, scores = fused(query, value, return_attention_scores=True)
     assert tuple(scores.shape) == (2, 2, 9, 13)
     expected = keras_mha(query, value, return_attention_scores=True)[0]
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(out),
+                               keras.ops.convert_to_numpy(expected),
+                               rtol=1e-5, atol=1e-5)
+    out, scores = fused(query, value, return_attention_scores=True,
+                        use_causal_mask=True)
+    expected = keras_mha(query, value, return_attention_scores=True,
+                         use_causal_mask=True)[0]
     np.testing.assert_allclose(keras.ops.convert_to_numpy(out),
                                keras.ops.convert_to_numpy(expected),
                                rtol=1e-5, atol=1e-5)

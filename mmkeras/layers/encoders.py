@@ -1,0 +1,370 @@
+"""Modality encoders: raw inputs to token sequences (with masks).
+
+- `ImageEncoder`: images -> patch tokens (patch embedding + transformer), or
+  the feature map of any Keras vision backbone passed in.
+- `TextEncoder`: token ids (0 = padding) -> tokens; its Keras mask marks
+  the real tokens.
+- `AudioEncoder`: waveforms -> `keras.layers.MelSpectrogram` -> strided
+  convolutions -> transformer tokens.
+- `SequencePooling`: tokens -> one vector (masked mean or first token).
+
+All output `(B, tokens, hidden_dim)`; the models pool or attend over them.
+"""
+
+import keras
+from keras import ops
+
+from mmkeras.layers.transformer import TransformerEncoderBlock
+
+
+class _Encoder(keras.layers.Layer):
+    """Position embedding + a stack of `TransformerEncoderBlock`s."""
+
+    def __init__(self, hidden_dim, num_layers=2, num_heads=4,
+                 intermediate_dim=None, dropout=0.0, implementation=None,
+                 **kwargs):
+        super().__init__(**kwargs)
+        for name, value, minimum in (("hidden_dim", hidden_dim, 1),
+                                     ("num_layers", num_layers, 0),
+                                     ("num_heads", num_heads, 1)):
+            if not isinstance(value, int) or value < minimum:
+                raise ValueError(
+                    f"Argument `{name}` must be an integer >= {minimum}. "
+                    f"Received: {name}={value!r}"
+                )
+        self.hidden_dim = hidden_dim
+        self.num_layers = num_layers
+        self.num_heads = num_heads
+        self.intermediate_dim = intermediate_dim or 4 * hidden_dim
+        self.dropout = dropout
+        self.implementation = implementation
+
+    def _build_stack(self, num_tokens):
+        self.position_embedding = self.add_weight(
+            name="position_embedding", shape=(num_tokens, self.hidden_dim),
+            initializer=keras.initializers.RandomNormal(stddev=0.02),
+        )
+        self.blocks = [
+            TransformerEncoderBlock(
+                num_heads=self.num_heads,
+                intermediate_dim=self.intermediate_dim,
+                dropout=self.dropout,
+                implementation=self.implementation,
+                dtype=self.dtype_policy,
+                name=f"block_{i}",
+            )
+            for i in range(self.num_layers)
+        ]
+        for block in self.blocks:
+            block.build((None, num_tokens, self.hidden_dim))
+        self.final_norm = keras.layers.LayerNormalization(
+            epsilon=1e-5, dtype=self.dtype_policy, name="final_norm")
+        self.final_norm.build((None, num_tokens, self.hidden_dim))
+
+    def _run_stack(self, tokens, padding_mask, training):
+        num_tokens = ops.shape(tokens)[1]
+        tokens = tokens + ops.cast(self.position_embedding[:num_tokens],
+                                   tokens.dtype)
+        for block in self.blocks:
+            tokens = block(tokens, padding_mask=padding_mask, training=training)
+        return self.final_norm(tokens)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(hidden_dim=self.hidden_dim, num_layers=self.num_layers,
+                      num_heads=self.num_heads,
+                      intermediate_dim=self.intermediate_dim,
+                      dropout=self.dropout,
+                      implementation=self.implementation)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="mmkeras")
+class ImageEncoder(_Encoder):
+    """Images (B, H, W, C) -> patch tokens (B, P, hidden_dim).
+
+    Without `backbone`, non-overlapping `patch_size` patches are embedded by
+    a strided convolution. With `backbone` (any Keras model mapping images to
+    a feature map (B, h, w, c), e.g. `keras.applications.ResNet50(
+    weights=None, include_top=False)` — pass pretrained weights yourself if
+    you have them), its h*w feature vectors become the tokens. Either way a
+    learned position embedding and `num_layers` transformer blocks follow.
+
+    Args:
+        hidden_dim: token width.
+        patch_size: patch side (int or (ph, pw)); ignored with `backbone`.
+        backbone: optional Keras vision model.
+        num_layers, num_heads, intermediate_dim, dropout, implementation:
+            of the transformer blocks.
+
+    Example:
+
+    >>> import numpy as np
+    >>> encoder = ImageEncoder(hidden_dim=32, patch_size=4, num_layers=1)
+    >>> encoder(np.zeros((2, 16, 16, 1), "float32")).shape
+    (2, 16, 32)
+    """
+
+    def __init__(self, hidden_dim, patch_size=4, backbone=None, **kwargs):
+        super().__init__(hidden_dim, **kwargs)
+        if isinstance(patch_size, int):
+            patch_size = (patch_size, patch_size)
+        self.patch_size = tuple(patch_size)
+        self.backbone = backbone
+
+    def _token_grid(self, input_shape):
+        if len(input_shape) != 4:
+            raise ValueError(
+                "ImageEncoder expects `images` of shape (batch, height, "
+                f"width, channels). Received: images.shape={tuple(input_shape)}"
+            )
+        if self.backbone is not None:
+            shape = self.backbone.compute_output_shape(tuple(input_shape))
+            return shape[1], shape[2]
+        (height, width), (ph, pw) = input_shape[1:3], self.patch_size
+        if height % ph or width % pw:
+            raise ValueError(
+                f"ImageEncoder: image size {height}x{width} is not a multiple "
+                f"of `patch_size`={self.patch_size}. Received: "
+                f"images.shape={tuple(input_shape)}"
+            )
+        return height // ph, width // pw
+
+    def build(self, input_shape):
+        grid = self._token_grid(input_shape)
+        if self.backbone is None:
+            self.patch_embedding = keras.layers.Conv2D(
+                self.hidden_dim, self.patch_size, strides=self.patch_size,
+                dtype=self.dtype_policy, name="patch_embedding")
+            self.patch_embedding.build(input_shape)
+        else:
+            self.patch_embedding = keras.layers.Dense(
+                self.hidden_dim, dtype=self.dtype_policy, name="projection")
+            features = self.backbone.compute_output_shape(tuple(input_shape))
+            self.patch_embedding.build(features)
+        self._build_stack(grid[0] * grid[1])
+
+    def call(self, images, training=None):
+        features = images
+        if self.backbone is not None:
+            features = self.backbone(images, training=training)
+        features = self.patch_embedding(features)
+        batch = ops.shape(features)[0]
+        tokens = ops.reshape(features, (batch, -1, self.hidden_dim))
+        return self._run_stack(tokens, None, training)
+
+    def compute_output_shape(self, input_shape):
+        grid = self._token_grid(input_shape)
+        return (input_shape[0], grid[0] * grid[1], self.hidden_dim)
+
+    def get_config(self):
+        config = super().get_config()
+        config["patch_size"] = self.patch_size
+        config["backbone"] = (keras.saving.serialize_keras_object(self.backbone)
+                              if self.backbone is not None else None)
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        if config.get("backbone") is not None:
+            config["backbone"] = keras.saving.deserialize_keras_object(
+                config["backbone"])
+        return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package="mmkeras")
+class TextEncoder(_Encoder):
+    """Token ids (B, T), 0 = padding -> tokens (B, T, hidden_dim).
+
+    The output carries a Keras mask (ids != 0) and padding never receives
+    attention. Tokenize with `mmkeras.data.WordTokenizer` (a vocabulary from
+    your corpus) or any tokenizer that maps padding to 0.
+
+    Args:
+        vocabulary_size: number of token ids.
+        max_length: longest sequence accepted (size of the position table).
+        hidden_dim, num_layers, num_heads, intermediate_dim, dropout,
+        implementation: as in the other encoders.
+
+    Example:
+
+    >>> import numpy as np
+    >>> encoder = TextEncoder(vocabulary_size=100, max_length=16, hidden_dim=32)
+    >>> encoder(np.array([[5, 6, 7, 0]])).shape
+    (1, 4, 32)
+    """
+
+    def __init__(self, vocabulary_size, max_length, hidden_dim, **kwargs):
+        super().__init__(hidden_dim, **kwargs)
+        for name, value in (("vocabulary_size", vocabulary_size),
+                            ("max_length", max_length)):
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(
+                    f"Argument `{name}` must be a positive integer. "
+                    f"Received: {name}={value!r}"
+                )
+        self.vocabulary_size = vocabulary_size
+        self.max_length = max_length
+
+    def _check(self, input_shape):
+        if len(input_shape) != 2:
+            raise ValueError(
+                "TextEncoder expects `token_ids` of shape (batch, length). "
+                f"Received: token_ids.shape={tuple(input_shape)}"
+            )
+        if input_shape[1] is not None and input_shape[1] > self.max_length:
+            raise ValueError(
+                f"TextEncoder: `token_ids` has {input_shape[1]} tokens, more "
+                f"than max_length={self.max_length}. Received: "
+                f"token_ids.shape={tuple(input_shape)}"
+            )
+
+    def build(self, input_shape):
+        self._check(input_shape)
+        self.token_embedding = keras.layers.Embedding(
+            self.vocabulary_size, self.hidden_dim,
+            embeddings_initializer=keras.initializers.RandomNormal(stddev=0.02),
+            dtype=self.dtype_policy, name="token_embedding")
+        self.token_embedding.build(input_shape)
+        self._build_stack(self.max_length)
+
+    def call(self, token_ids, training=None):
+        self._check(token_ids.shape)
+        padding_mask = ops.not_equal(token_ids, 0)
+        tokens = self.token_embedding(token_ids)
+        return self._run_stack(tokens, padding_mask, training)
+
+    def compute_mask(self, token_ids, mask=None):
+        return ops.not_equal(token_ids, 0)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape, self.hidden_dim)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(vocabulary_size=self.vocabulary_size,
+                      max_length=self.max_length)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="mmkeras")
+class AudioEncoder(_Encoder):
+    """Waveforms (B, L) -> tokens (B, frames, hidden_dim).
+
+    Log-mel spectrogram in dB (`keras.layers.MelSpectrogram`), two strided 1-D
+    convolutions (each halves the frame rate), then transformer blocks.
+
+    Args:
+        sample_rate: samples per second of the waveforms.
+        num_mel_bins: mel bands.
+        fft_length: FFT size in samples.
+        frame_step: hop between frames in samples.
+        hidden_dim, num_layers, num_heads, intermediate_dim, dropout,
+        implementation: as in the other encoders.
+
+    Example:
+
+    >>> import numpy as np
+    >>> encoder = AudioEncoder(sample_rate=4000, hidden_dim=32, num_layers=1)
+    >>> encoder(np.zeros((2, 1600), "float32")).shape
+    (2, 7, 32)
+    """
+
+    def __init__(self, sample_rate, hidden_dim, num_mel_bins=32,
+                 fft_length=256, frame_step=64, **kwargs):
+        super().__init__(hidden_dim, **kwargs)
+        self.sample_rate = sample_rate
+        self.num_mel_bins = num_mel_bins
+        self.fft_length = fft_length
+        self.frame_step = frame_step
+
+    def _frames(self, input_shape):
+        if len(input_shape) != 2:
+            raise ValueError(
+                "AudioEncoder expects `waveforms` of shape (batch, samples). "
+                f"Received: waveforms.shape={tuple(input_shape)}"
+            )
+        frames = self.spectrogram.compute_output_shape(input_shape)[2]
+        for _ in range(2):
+            frames = (frames + 1) // 2  # "same" padding, stride 2
+        return frames
+
+    def build(self, input_shape):
+        self.spectrogram = keras.layers.MelSpectrogram(
+            fft_length=self.fft_length, sequence_stride=self.frame_step,
+            sampling_rate=self.sample_rate, num_mel_bins=self.num_mel_bins,
+            dtype="float32", name="mel_spectrogram")
+        frames = self._frames(input_shape)
+        self.convolutions = [
+            keras.layers.Conv1D(self.hidden_dim, 3, strides=2, padding="same",
+                                activation="gelu", dtype=self.dtype_policy,
+                                name=f"conv_{i}")
+            for i in range(2)
+        ]
+        self.convolutions[0].build((None, None, self.num_mel_bins))
+        self.convolutions[1].build((None, None, self.hidden_dim))
+        self._build_stack(frames)
+
+    def call(self, waveforms, training=None):
+        # The spectrogram is in decibels (tens of units): scale it to order 1,
+        # then (B, frames, mels) for the convolutions.
+        mel = self.spectrogram(ops.cast(waveforms, "float32"))
+        features = ops.transpose(mel * 0.05, (0, 2, 1))
+        features = ops.cast(features, self.compute_dtype)
+        for conv in self.convolutions:
+            features = conv(features)
+        return self._run_stack(features, None, training)
+
+    def compute_output_shape(self, input_shape):
+        if not hasattr(self, "spectrogram"):
+            self.build(input_shape)
+        return (input_shape[0], self._frames(input_shape), self.hidden_dim)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(sample_rate=self.sample_rate,
+                      num_mel_bins=self.num_mel_bins,
+                      fft_length=self.fft_length, frame_step=self.frame_step)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="mmkeras")
+class SequencePooling(keras.layers.Layer):
+    """Tokens (B, T, D) -> (B, D): mean over real tokens, or the first token.
+
+    Args:
+        mode: "mean" (respects the Keras mask / `padding_mask`) or "first".
+    """
+
+    def __init__(self, mode="mean", **kwargs):
+        super().__init__(**kwargs)
+        if mode not in ("mean", "first"):
+            raise ValueError(
+                "Argument `mode` must be 'mean' or 'first'. "
+                f"Received: mode={mode!r}"
+            )
+        self.mode = mode
+        self.supports_masking = True
+
+    def call(self, tokens, padding_mask=None, mask=None):
+        if self.mode == "first":
+            return tokens[:, 0]
+        if padding_mask is None:
+            padding_mask = mask
+        if padding_mask is None:
+            return ops.mean(tokens, axis=1)
+        weights = ops.cast(ops.expand_dims(padding_mask, -1), tokens.dtype)
+        total = ops.maximum(ops.sum(weights, axis=1), 1.0)
+        return ops.sum(tokens * weights, axis=1) / total
+
+    def compute_mask(self, tokens, mask=None):
+        return None
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[2])
+
+    def get_config(self):
+        config = super().get_config()
+        config["mode"] = self.mode
+        return config

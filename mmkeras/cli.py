@@ -42,6 +42,39 @@ def info(args):
     return 0
 
 
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or value < 1:
+        raise argparse.ArgumentTypeError(
+            f"must be a positive integer. Received: {text!r}")
+    return value
+
+
+def train(args):
+    """Trains, evaluates and plots one task; prints the results table."""
+    import keras
+
+    from mmkeras import train as job
+
+    print(f"mmkeras train --task {args.task} on the {keras.backend.backend()} "
+          "backend", flush=True)
+    try:
+        metrics = job.train(task=args.task, fusion=args.fusion,
+                            epochs=args.epochs, data=args.data, out=args.out,
+                            seed=args.seed)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"mmkeras train: error: {e}", file=sys.stderr)
+        return 2
+    print()
+    print(job.results_table(metrics))
+    out = args.out or f"mmkeras_out/{args.task}"
+    print(f"\nwrote the model, metrics.json and plots to {out}/")
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="mmkeras",
@@ -56,6 +89,30 @@ def build_parser():
         help="check the kernels of every installed backend (imports them)",
     )
     p_info.set_defaults(func=info)
+
+    from mmkeras.train import FUSIONS, TASKS
+
+    p_train = sub.add_parser(
+        "train", help="train and evaluate a model on built-in or your data",
+        description="Trains the model of a task with model.fit, evaluates it "
+        "on the test split, prints a results table and writes the .keras "
+        "model, metrics.json and PNG plots to --out.")
+    p_train.add_argument("--task", choices=TASKS, default="classify",
+                         help="classify (fusion classifier), caption "
+                         "(image to text), retrieve (audio-image dual "
+                         "encoder), text2image (text to image)")
+    p_train.add_argument("--fusion", choices=sorted(FUSIONS), default="gated",
+                         help="fusion layer of the classify task")
+    p_train.add_argument("--epochs", type=_positive_int, default=None,
+                         help="training epochs (default: per task)")
+    p_train.add_argument("--data", default=None, metavar="MANIFEST",
+                         help="a CSV or JSONL manifest of your own data "
+                         "(columns image, audio, text, label); default: the "
+                         "built-in tri-modal digits")
+    p_train.add_argument("--out", default=None, metavar="DIR",
+                         help="output folder (default: mmkeras_out/TASK)")
+    p_train.add_argument("--seed", type=int, default=0)
+    p_train.set_defaults(func=train)
     return parser
 
 

@@ -71,6 +71,20 @@ def native_unavailable_reason(x, family="attention"):
     return reason if module is None else module.unavailable_reason(x)
 
 
+# Which implementation each op ran since the last reset (recorded when the op
+# is called or traced), for reports such as `mmkeras train`'s.
+_USAGE = {}
+
+
+def reset_usage():
+    _USAGE.clear()
+
+
+def usage():
+    """A dict op name -> set of implementations ("native", "reference")."""
+    return {op: set(impls) for op, impls in _USAGE.items()}
+
+
 def select_native(implementation, x, op_name, family="attention"):
     """Decides whether an op runs its native kernel.
 
@@ -88,9 +102,11 @@ def select_native(implementation, x, op_name, family="attention"):
             take this call; the message says why.
     """
     if implementation == "reference":
+        _USAGE.setdefault(op_name, set()).add("reference")
         return None
     reason = native_unavailable_reason(x, family)
     if reason is None:
+        _USAGE.setdefault(op_name, set()).add("native")
         return backend_glue(family=family)[0]
     if implementation == "native":
         raise ValueError(
@@ -99,6 +115,7 @@ def select_native(implementation, x, op_name, family="attention"):
             f"shape={tuple(x.shape)}, dtype={x.dtype}, "
             f"backend={keras.backend.backend()}"
         )
+    _USAGE.setdefault(op_name, set()).add("reference")
     return None
 
 

@@ -1,0 +1,335 @@
+"""The main job behind `mmkeras train`: train, evaluate and explain a model.
+
+Tasks (each a model of `mmkeras.models`, trained with `model.fit`):
+
+- classify: `FusionClassifier` over image + text + audio; reports test
+  accuracy with all modalities and with each one alone (`accuracy`).
+- caption: `EncoderDecoder` image -> text; the share of test images whose
+  generated description names the right digit (`caption_digit_accuracy`).
+- retrieve: `DualEncoder` audio <-> image; recall@1 of the same digit for
+  audio queries among the test images (`recall_at_1`).
+- text2image: `EncoderDecoder` text -> image; a digit classifier trained on
+  the real images reads the intended digit in the generated ones
+  (`generated_digit_accuracy`).
+"""
+
+import json
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+import mmkeras
+from mmkeras import layers
+from mmkeras import losses
+from mmkeras import models
+from mmkeras import plots
+from mmkeras.data import CLASS_NAMES
+from mmkeras.data import WordTokenizer
+from mmkeras.data import load_digits_multimodal
+from mmkeras.data import load_manifest
+
+TASKS = ("classify", "caption", "retrieve", "text2image")
+FUSIONS = {
+    "concat": lambda d: layers.ConcatFusion(d, activation="gelu"),
+    "gated": lambda d: layers.GatedFusion(d),
+    "film": lambda d: layers.FiLM(),
+    "tensor": lambda d: layers.TensorFusion(d),
+    "lowrank": lambda d: layers.LowRankFusion(d, rank=4),
+    "bilinear": lambda d: layers.BilinearFusion(d),
+    "attention": lambda d: layers.AttentionFusion(d),
+}
+DEFAULT_EPOCHS = {"classify": 12, "caption": 25, "retrieve": 25,
+                  "text2image": 30}
+# What each task needs from the data.
+NEEDS = {"classify": None, "caption": ("image", "text"),
+         "retrieve": ("audio", "image"), "text2image": ("text", "image")}
+HIDDEN = 64
+
+
+def _encoder(name, info):
+    if name == "image":
+        size = info["image_size"]
+        patch = 2 if size[0] <= 16 else 4
+        return layers.ImageEncoder(HIDDEN, patch_size=patch, num_layers=2)
+    if name == "text":
+        return layers.TextEncoder(len(info["vocabulary"]),
+                                  info["max_text_length"], HIDDEN,
+                                  num_layers=2)
+    return layers.AudioEncoder(info["sample_rate"], HIDDEN, num_layers=2)
+
+
+def load_data(task, manifest=None, seed=0):
+    """The built-in digits (or a manifest) with the modalities of `task`."""
+    if manifest is None:
+        # Clean descriptions make well-formed caption targets.
+        noise = 0.0 if task == "caption" else 0.1
+        data = load_digits_multimodal(seed=seed, text_noise=noise)
+    else:
+        data = load_manifest(manifest, seed=seed)
+    info = data["info"]
+    info.setdefault("image_size", (8, 8))
+    if isinstance(info["image_size"], int):
+        info["image_size"] = (info["image_size"],) * 2
+    present = [m for m in ("image", "text", "audio") if m in data["train"]]
+    needs = NEEDS[task]
+    if needs is not None:
+        missing = [m for m in needs if m not in present]
+        if missing:
+            raise ValueError(
+                f"Task {task!r} needs the modalities {list(needs)}; the data "
+                f"has no {missing[0]!r} column. Received: columns {present}"
+            )
+    return data, present
+
+
+def _compile_args():
+    return dict(optimizer=keras.optimizers.Adam(2e-3))
+
+
+def _fit(model, x, y, val, epochs, batch_size=64):
+    start = time.perf_counter()
+    history = model.fit(x, y, validation_data=val, epochs=epochs,
+                        batch_size=batch_size, verbose=2)
+    seconds = (time.perf_counter() - start) / max(epochs, 1)
+    return history.history, seconds
+
+
+def _pick(split, names):
+    return {n: split[n] for n in names}
+
+
+def run_classify(data, modalities, epochs, fusion, out, seed):
+    train, val, test, info = (data["train"], data["validation"], data["test"],
+                              data["info"])
+    model = models.FusionClassifier(
+        {m: _encoder(m, info) for m in modalities},
+        {m: train[m].shape[1:] for m in modalities},
+        FUSIONS[fusion](HIDDEN), num_classes=len(info["class_names"]),
+        dropout=0.1)
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True), metrics=["accuracy"], **_compile_args())
+    # ModDrop on the data: every modality is dropped with probability 0.3
+    # (at least one stays), so the model also works with modalities missing.
+    rng = np.random.default_rng(seed)
+    x = _pick(train, modalities)
+    x["modality_mask"] = _random_presence(rng, len(train["label"]),
+                                          len(modalities))
+    val_x = {**_pick(val, modalities),
+             "modality_mask": np.ones((len(val["label"]), len(modalities)),
+                                      bool)}
+    history, per_epoch = _fit(model, x, train["label"],
+                              (val_x, val["label"]), epochs)
+    test_x = _pick(test, modalities)
+    n = len(test["label"])
+
+    def accuracy(mask):
+        logits = model.predict({**test_x, "modality_mask": mask}, verbose=0)
+        return float((logits.argmax(-1) == test["label"]).mean()), logits
+
+    acc, logits = accuracy(np.ones((n, len(modalities)), bool))
+    per_modality = {}
+    for i, m in enumerate(modalities):
+        only = np.zeros((n, len(modalities)), bool)
+        only[:, i] = True
+        missing = ~only if len(modalities) > 1 else only
+        per_modality[f"only_{m}"] = accuracy(only)[0]
+        if len(modalities) > 1:
+            per_modality[f"without_{m}"] = accuracy(missing)[0]
+    metrics = {"accuracy": acc, **{f"accuracy_{k}": v
+                                   for k, v in per_modality.items()}}
+    plots.confusion_matrix(out / "confusion_matrix.png", test["label"],
+                           logits.argmax(-1), info["class_names"])
+    plots.modality_accuracy(out / "modality_accuracy.png", acc, per_modality)
+    return model, history, per_epoch, metrics
+
+
+def _random_presence(rng, n, m, rate=0.3):
+    mask = rng.random((n, m)) >= rate
+    empty = ~mask.any(axis=1)
+    mask[empty, rng.integers(0, m, empty.sum())] = True
+    return mask
+
+
+def _digit_of(words):
+    found = [CLASS_NAMES.index(w) for w in words if w in CLASS_NAMES]
+    return found[0] if len(set(found)) == 1 else None
+
+
+def run_caption(data, modalities, epochs, fusion, out, seed):
+    train, val, test, info = (data["train"], data["validation"], data["test"],
+                              data["info"])
+    tokenizer = WordTokenizer(info["vocabulary"])
+    length = info["caption_length"]
+    model = models.EncoderDecoder(
+        {"image": _encoder("image", info)}, {"image": train["image"].shape[1:]},
+        target="text", hidden_dim=HIDDEN, num_layers=2,
+        vocabulary_size=len(info["vocabulary"]), max_target_length=length)
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True, ignore_class=0), **_compile_args())
+
+    def teacher_forced(split):
+        ids = tokenizer.encode(list(split["text_raw"]), length,
+                               add_start_end=True)
+        return {"image": split["image"], "decoder_tokens": ids[:, :-1]}, ids[:, 1:]
+
+    history, per_epoch = _fit(model, *teacher_forced(train),
+                              teacher_forced(val), epochs)
+    generated = model.generate({"image": test["image"]})
+    texts = tokenizer.decode(generated)
+    end = info["vocabulary"].index("<end>")
+    right, well_formed = [], []
+    for row, text, label in zip(generated, texts, test["label"]):
+        words = text.split()
+        right.append(_digit_of(words) == label)
+        stops = np.flatnonzero(row == end)
+        well_formed.append(len(words) > 0 and len(stops) > 0
+                           and np.all(row[stops[0] + 1:] == 0))
+    metrics = {"caption_digit_accuracy": float(np.mean(right)),
+               "caption_well_formed": float(np.mean(well_formed))}
+    plots.captions(out / "captions.png", test["image"][:12], texts[:12],
+                   [info["class_names"][i] for i in test["label"][:12]])
+    return model, history, per_epoch, metrics
+
+
+def run_retrieve(data, modalities, epochs, fusion, out, seed):
+    train, val, test, info = (data["train"], data["validation"], data["test"],
+                              data["info"])
+    towers = ["audio", "image"]
+    model = models.DualEncoder({t: _encoder(t, info) for t in towers},
+                               {t: train[t].shape[1:] for t in towers},
+                               embedding_dim=64, kind="softmax")
+    model.compile(loss=losses.ContrastiveLoss(kind="softmax", learnable=True),
+                  metrics=[models.RecallAtK(1)], **_compile_args())
+    history, per_epoch = _fit(
+        model, _pick(train, towers), np.zeros(len(train["label"])),
+        (_pick(val, towers), np.zeros(len(val["label"]))), epochs)
+    audio = model.encode(test["audio"], "audio")
+    images = model.encode(test["image"], "image")
+    metrics = {
+        "recall_at_1": models.recall_at_k(audio, images, 1, test["label"],
+                                          test["label"]),
+        "recall_at_5": models.recall_at_k(audio, images, 5, test["label"],
+                                          test["label"]),
+        "paired_recall_at_1": models.recall_at_k(audio, images, 1),
+    }
+    top, _ = model.retrieve(test["audio"][:4], test["image"], k=5)
+    plots.retrieval(out / "retrieval.png", test["audio"][:4], test["image"],
+                    top, test["label"], info["class_names"])
+    return model, history, per_epoch, metrics
+
+
+def digit_reader(train, val, epochs=15):
+    """A small CNN trained on the real images: the judge of text2image."""
+    keras.utils.set_random_seed(1)
+    reader = keras.Sequential([
+        keras.Input(train["image"].shape[1:]),
+        keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
+        keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
+        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(10),
+    ])
+    reader.compile(keras.optimizers.Adam(3e-3),
+                   keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                   metrics=["accuracy"])
+    reader.fit(train["image"], train["label"], epochs=epochs, batch_size=64,
+               verbose=0)
+    return reader
+
+
+def run_text2image(data, modalities, epochs, fusion, out, seed):
+    train, val, test, info = (data["train"], data["validation"], data["test"],
+                              data["info"])
+    model = models.EncoderDecoder(
+        {"text": _encoder("text", info)}, {"text": train["text"].shape[1:]},
+        target="image", target_shape=train["image"].shape[1:], patch_size=2,
+        hidden_dim=HIDDEN, num_layers=2)
+    model.compile(loss="mse", **_compile_args())
+    history, per_epoch = _fit(model, {"text": train["text"]}, train["image"],
+                              ({"text": val["text"]}, val["image"]), epochs)
+    generated = model.generate({"text": test["text"]})
+    reader = digit_reader(train, val)
+    read = reader.predict(generated, verbose=0).argmax(-1)
+    real = reader.predict(test["image"], verbose=0).argmax(-1)
+    metrics = {
+        "generated_digit_accuracy": float((read == test["label"]).mean()),
+        "reader_accuracy_on_real_images": float((real == test["label"]).mean()),
+    }
+    plots.text_to_image(out / "text2image.png", test["text_raw"][:8],
+                        generated[:8], test["image"][:8])
+    return model, history, per_epoch, metrics
+
+
+RUNNERS = {"classify": run_classify, "caption": run_caption,
+           "retrieve": run_retrieve, "text2image": run_text2image}
+
+
+def train(task="classify", fusion="gated", epochs=None, data=None, out=None,
+          seed=0):
+    """Runs one task end to end; returns the metrics dict.
+
+    Writes to `out` only after training and evaluation succeeded: the
+    `.keras` model, `metrics.json` and the PNG plots.
+    """
+    if task not in TASKS:
+        raise ValueError(f"Argument `task` must be one of {TASKS}. "
+                         f"Received: task={task!r}")
+    if fusion not in FUSIONS:
+        raise ValueError(f"Argument `fusion` must be one of {sorted(FUSIONS)}. "
+                         f"Received: fusion={fusion!r}")
+    epochs = DEFAULT_EPOCHS[task] if epochs is None else epochs
+    if not isinstance(epochs, int) or epochs < 1:
+        raise ValueError("Argument `epochs` must be a positive integer. "
+                         f"Received: epochs={epochs!r}")
+    out = Path(out or Path("mmkeras_out") / task)
+    keras.utils.set_random_seed(seed)
+    dataset, modalities = load_data(task, data, seed)  # validates first
+    mmkeras.kernels.reset_usage()
+    staging = out.with_name(out.name + ".partial")
+    staging.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    model, history, per_epoch, metrics = RUNNERS[task](
+        dataset, modalities, epochs, fusion, staging, seed)
+    metrics.update(
+        task=task, backend=keras.backend.backend(), epochs=epochs,
+        seconds_per_epoch=per_epoch,
+        total_seconds=time.perf_counter() - start,
+        kernels={op: sorted(impls)
+                 for op, impls in mmkeras.kernels.usage().items()},
+        data=str(data) if data else "built-in digits (scikit-learn)",
+        modalities=modalities,
+    )
+    if task == "classify":
+        metrics["fusion"] = fusion
+    plots.training_curves(staging / "training_curves.png", history, task)
+    model.save(staging / "model.keras")
+    with open(staging / "metrics.json", "w") as f:
+        json.dump(metrics, f, indent=2)
+    _replace_dir(staging, out)
+    return metrics
+
+
+def _replace_dir(staging, out):
+    """Moves the finished results into place (nothing half-written)."""
+    import shutil
+
+    if out.exists():
+        shutil.rmtree(out)
+    staging.rename(out)
+
+
+def results_table(metrics):
+    """A short text table of the headline figures."""
+    skip = {"kernels", "modalities"}
+    lines = [f"{'metric':<34}value", f"{'-' * 34}{'-' * 20}"]
+    for key, value in metrics.items():
+        if key in skip:
+            continue
+        if isinstance(value, float):
+            value = f"{value:.4f}" if value < 100 else f"{value:.1f}"
+        lines.append(f"{key:<34}{value}")
+    kernels = ", ".join(f"{op}: {'/'.join(v)}"
+                        for op, v in metrics["kernels"].items()) or "none"
+    lines.append(f"{'kernels that ran':<34}{kernels}")
+    return "\n".join(lines)

@@ -64,7 +64,8 @@ def train(args):
     try:
         metrics = job.train(task=args.task, fusion=args.fusion,
                             epochs=args.epochs, data=args.data, out=args.out,
-                            seed=args.seed)
+                            seed=args.seed,
+                            max_train_samples=args.max_train_samples)
     except (ValueError, FileNotFoundError) as e:
         print(f"mmkeras train: error: {e}", file=sys.stderr)
         return 2
@@ -112,6 +113,9 @@ def build_parser():
     p_train.add_argument("--out", default=None, metavar="DIR",
                          help="output folder (default: mmkeras_out/TASK)")
     p_train.add_argument("--seed", type=int, default=0)
+    p_train.add_argument("--max-train-samples", type=_positive_int,
+                         default=None, metavar="N",
+                         help="train on at most N samples (a quick run)")
     p_train.set_defaults(func=train)
     return parser
 

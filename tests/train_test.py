@@ -1,0 +1,98 @@
+"""`mmkeras train`: every task end to end (one short epoch), and --data."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from mmkeras import cli
+from mmkeras.train import TASKS
+
+EXPECTED = {
+    "classify": ("accuracy", ["confusion_matrix.png", "modality_accuracy.png"]),
+    "caption": ("caption_digit_accuracy", ["captions.png"]),
+    "retrieve": ("recall_at_1", ["retrieval.png"]),
+    "text2image": ("generated_digit_accuracy", ["text2image.png"]),
+}
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_each_task_writes_model_metrics_and_plots(task, tmp_path, capsys):
+    out = tmp_path / task
+    code = cli.main(["train", "--task", task, "--epochs", "1",
+                     "--max-train-samples", "96", "--out", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    key, plots = EXPECTED[task]
+    assert key in printed and "kernels that ran" in printed
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0.0 <= metrics[key] <= 1.0
+    assert metrics["kernels"]["fused_attention"] == ["native"]
+    for name in ["model.keras", "training_curves.png", *plots]:
+        assert (out / name).stat().st_size > 1000, name
+    assert not (tmp_path / f"{task}.partial").exists()
+
+
+def _write_manifest(tmp_path, missing=False):
+    import wave
+
+    from PIL import Image
+
+    rows = ["image,audio,text,label"]
+    rng = np.random.default_rng(0)
+    for i in range(24):
+        label = i % 2
+        Image.fromarray((rng.random((16, 16)) * 255).astype("uint8")).save(
+            tmp_path / f"img{i}.png")
+        with wave.open(str(tmp_path / f"a{i}.wav"), "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(8000)
+            tone = np.sin(np.arange(800) * (0.1 + 0.2 * label)) * 2000
+            w.writeframes(tone.astype("<i2").tobytes())
+        rows.append(f"img{i}.png,a{i}.wav,{'cat' if label else 'dog'} photo,"
+                    f"{'cat' if label else 'dog'}")
+    if missing:
+        rows.append("nowhere.png,a0.wav,dog photo,dog")
+    path = tmp_path / "manifest.csv"
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def test_train_on_a_manifest(tmp_path):
+    out = tmp_path / "out"
+    code = cli.main(["train", "--task", "classify", "--epochs", "1",
+                     "--data", str(_write_manifest(tmp_path)),
+                     "--out", str(out)])
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["modalities"] == ["image", "text", "audio"]
+
+
+def test_missing_file_is_a_clear_error_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "out"
+    code = cli.main(["train", "--data", str(_write_manifest(tmp_path, True)),
+                     "--out", str(out)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "nowhere.png" in err and "row" in err and "image" in err
+    assert not out.exists() and not (tmp_path / "out.partial").exists()
+
+
+def test_bad_arguments_are_rejected():
+    for argv in (["train", "--epochs", "0"], ["train", "--task", "dance"],
+                 ["train", "--fusion", "magic"]):
+        with pytest.raises(SystemExit) as info:
+            cli.main(argv)
+        assert info.value.code == 2
+
+
+def test_help_runs_for_each_command():
+    for command in ("info", "train"):
+        proc = subprocess.run([sys.executable, "-m", "mmkeras.cli", command,
+                               "--help"], capture_output=True, text=True,
+                              env=dict(os.environ))
+        assert proc.returncode == 0 and "usage" in proc.stdout

@@ -10,11 +10,15 @@ from mmkeras import _import_guard  # noqa: F401  isort: skip
 
 from mmkeras import kernels
 from mmkeras import layers
+from mmkeras import losses
+from mmkeras import models
 from mmkeras import ops
 from mmkeras.version import __version__
 
 # Import the current backend's glue now (cheap; the C++ adapters are built
 # lazily), so that its torch.library ops exist before any torch.compile trace.
-kernels.backend_glue()
+for _family in kernels.FAMILIES:
+    kernels.backend_glue(family=_family)
+del _family
 
-__all__ = ["kernels", "layers", "ops", "__version__"]
+__all__ = ["kernels", "layers", "losses", "models", "ops", "__version__"]

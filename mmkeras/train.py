@@ -41,8 +41,8 @@ FUSIONS = {
     "bilinear": lambda d: layers.BilinearFusion(d),
     "attention": lambda d: layers.AttentionFusion(d),
 }
-DEFAULT_EPOCHS = {"classify": 12, "caption": 25, "retrieve": 25,
-                  "text2image": 30}
+DEFAULT_EPOCHS = {"classify": 12, "caption": 30, "retrieve": 25,
+                  "text2image": 20}
 # What each task needs from the data.
 NEEDS = {"classify": None, "caption": ("image", "text"),
          "retrieve": ("audio", "image"), "text2image": ("text", "image")}
@@ -228,14 +228,14 @@ def run_retrieve(data, modalities, epochs, fusion, out, seed):
     return model, history, per_epoch, metrics
 
 
-def digit_reader(train, val, epochs=15):
-    """A small CNN trained on the real images: the judge of text2image."""
+def digit_reader(train, epochs=40):
+    """A small classifier trained on the real images: the judge of
+    text2image (an MLP reads 8x8 digits at ~97%)."""
     keras.utils.set_random_seed(1)
     reader = keras.Sequential([
         keras.Input(train["image"].shape[1:]),
-        keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
-        keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
-        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Flatten(),
+        keras.layers.Dense(128, activation="relu"),
         keras.layers.Dense(10),
     ])
     reader.compile(keras.optimizers.Adam(3e-3),
@@ -251,13 +251,13 @@ def run_text2image(data, modalities, epochs, fusion, out, seed):
                               data["info"])
     model = models.EncoderDecoder(
         {"text": _encoder("text", info)}, {"text": train["text"].shape[1:]},
-        target="image", target_shape=train["image"].shape[1:], patch_size=2,
+        target="image", target_shape=train["image"].shape[1:], patch_size=4,
         hidden_dim=HIDDEN, num_layers=2)
     model.compile(loss="mse", **_compile_args())
     history, per_epoch = _fit(model, {"text": train["text"]}, train["image"],
                               ({"text": val["text"]}, val["image"]), epochs)
     generated = model.generate({"text": test["text"]})
-    reader = digit_reader(train, val)
+    reader = digit_reader(train)
     read = reader.predict(generated, verbose=0).argmax(-1)
     real = reader.predict(test["image"], verbose=0).argmax(-1)
     metrics = {

@@ -76,6 +76,23 @@ def train(args):
     return 0
 
 
+def bench(args):
+    """Runs the kernel benchmarks and prints their tables."""
+    from mmkeras.benchmarks import attention
+
+    argv = ["--lengths", args.lengths, "--repeats", str(args.repeats),
+            "--backends", args.backends]
+    if args.plot:
+        argv += ["--plot", args.plot]
+    if args.which in ("attention", "all"):
+        attention.main(argv + ["--memory-length", str(args.memory_length)])
+    if args.which in ("fusion", "all"):
+        from mmkeras.benchmarks import fusion
+
+        fusion.main(["--repeats", str(args.repeats)])
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="mmkeras",
@@ -117,6 +134,21 @@ def build_parser():
                          default=None, metavar="N",
                          help="train on at most N samples (a quick run)")
     p_train.set_defaults(func=train)
+
+    p_bench = sub.add_parser(
+        "bench", help="time the fused kernels against Keras (and torch SDPA)")
+    p_bench.add_argument("which", nargs="?", default="attention",
+                         choices=["attention", "fusion", "all"])
+    p_bench.add_argument("--backends", default="tensorflow,jax,torch")
+    p_bench.add_argument("--lengths", default="512,2048,4096",
+                         help="comma-separated T = S of the attention runs")
+    p_bench.add_argument("--repeats", type=_positive_int, default=5)
+    p_bench.add_argument("--memory-length", type=int, default=16384,
+                         help="T = S of the memory check (0 skips it)")
+    p_bench.add_argument("--plot", nargs="?", const="attention_throughput.png",
+                         default=None, metavar="PNG",
+                         help="write GFLOP/s against sequence length to PNG")
+    p_bench.set_defaults(func=bench)
     return parser
 
 

@@ -148,3 +148,24 @@ def text_to_image(path, texts, generated, real):
     fig.suptitle("Images generated from descriptions (top) and the real "
                  "test images (bottom)")
     _save(fig, path)
+
+
+def throughput(path, timings):
+    """GFLOP/s against sequence length, one line per backend and kernel."""
+    plt = _pyplot()
+    modes = sorted({r["mode"] for r in timings})
+    fig, axes = plt.subplots(1, len(modes), figsize=(6 * len(modes), 4),
+                             squeeze=False)
+    for ax, mode in zip(axes[0], modes):
+        rows = [r for r in timings if r["mode"] == mode]
+        for key in sorted({(r["backend"], r["impl"]) for r in rows}):
+            line = sorted((r["T"], r["gflops"]) for r in rows
+                          if (r["backend"], r["impl"]) == key)
+            ax.plot(*zip(*line), marker="o", label=f"{key[0]}: {key[1]}")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("sequence length T = S")
+        ax.set_ylabel("GFLOP/s")
+        ax.set_title(f"attention {mode}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    _save(fig, path)

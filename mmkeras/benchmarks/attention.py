@@ -1,0 +1,267 @@
+"""Times fused attention side by side on each Keras backend.
+
+Forward and forward+backward at T = S in --lengths (B=1, N=8, H=64, fp32):
+mmkeras native vs `keras.ops.dot_product_attention`, and on torch vs
+`torch.nn.functional.scaled_dot_product_attention`. Then peak extra memory of
+one forward at T = S = --memory-length. Each backend runs in its own
+subprocess (one Keras backend per process); the table is printed at the end
+and written as JSON with --json.
+
+    python benchmarks/bench_attention.py                 # all backends
+    python benchmarks/bench_attention.py --backends jax --lengths 512
+    mmkeras bench attention --plot                       # the same, + PNG
+"""
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+B, N, H = 1, 8, 64
+
+
+def flops(T, S, backward):
+    fwd = 4 * B * N * T * S * H
+    return fwd * 3.5 if backward else fwd  # bwd = 2.5x forward matmuls
+
+
+def _timer(fn, sync, repeats):
+    sync(fn())  # warm-up (and compile)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        sync(fn())
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _functions(backend, T):
+    """Returns {name: (forward_fn, fwd_bwd_fn)} and a sync function."""
+    import keras
+    import numpy as np
+
+    import mmkeras
+
+    rng = np.random.default_rng(0)
+    q, k, v = (rng.standard_normal((B, T, N, H), dtype=np.float32)
+               for _ in range(3))
+    q, k, v = (keras.ops.convert_to_tensor(x) for x in (q, k, v))
+
+    def native(q, k, v):
+        return mmkeras.ops.fused_attention(q, k, v, implementation="native")
+
+    def keras_ops(q, k, v):
+        return keras.ops.dot_product_attention(q, k, v)
+
+    candidates = {"mmkeras": native, "keras.ops": keras_ops}
+    if backend == "jax":
+        import jax
+
+        def grad_of(f):
+            return jax.jit(jax.grad(lambda q, k, v: f(q, k, v).sum(),
+                                    argnums=(0, 1, 2)))
+
+        fns = {n: (lambda f=jax.jit(f): f(q, k, v),
+                   lambda g=grad_of(f): g(q, k, v))
+               for n, f in candidates.items()}
+        sync = jax.block_until_ready
+    elif backend == "tensorflow":
+        import tensorflow as tf
+
+        def grad_of(f):
+            @tf.function
+            def g(q, k, v):
+                with tf.GradientTape() as tape:
+                    tape.watch([q, k, v])
+                    loss = tf.reduce_sum(f(q, k, v))
+                return tape.gradient(loss, [q, k, v])
+            return g
+
+        fns = {n: (lambda f=tf.function(f): f(q, k, v),
+                   lambda g=grad_of(f): g(q, k, v))
+               for n, f in candidates.items()}
+
+        def sync(x):
+            tf.nest.map_structure(lambda t: t.numpy(), x)
+    else:
+        import torch
+        import torch.nn.functional as F
+
+        qt, kt, vt = (x.transpose(1, 2).contiguous() for x in (q, k, v))
+        candidates["torch SDPA"] = None
+
+        def fwd_bwd(f, args):
+            args = [a.detach().requires_grad_(True) for a in args]
+            f(*args).sum().backward()
+            return args[0].grad
+
+        fns = {}
+        for n, f in candidates.items():
+            if f is None:
+                sdpa = F.scaled_dot_product_attention
+                fns[n] = (lambda: sdpa(qt, kt, vt),
+                          lambda: fwd_bwd(sdpa, (qt, kt, vt)))
+            else:
+                fns[n] = (lambda f=f: f(q, k, v),
+                          lambda f=f: fwd_bwd(f, (q, k, v)))
+
+        def sync(x):
+            return x
+    return fns, sync
+
+
+def worker(args):
+    backend = args.backend
+    results = []
+    for T in args.lengths:
+        fns, sync = _functions(backend, T)
+        for name, (fwd, fwd_bwd) in fns.items():
+            for mode, fn in (("forward", fwd), ("forward+backward", fwd_bwd)):
+                seconds = _timer(fn, sync, args.repeats)
+                results.append(dict(
+                    backend=backend, impl=name, T=T, mode=mode,
+                    seconds=seconds,
+                    gflops=flops(T, T, mode != "forward") / seconds / 1e9,
+                ))
+                print(json.dumps(results[-1]), file=sys.stderr, flush=True)
+    print(json.dumps(results))
+
+
+def memory_worker(args):
+    """Peak RSS growth of one forward at T = S = args.memory_length."""
+    import keras
+    import numpy as np
+
+    import mmkeras
+
+    T = args.memory_length
+    small = np.zeros((1, 64, N, H), np.float32)
+    mmkeras.ops.fused_attention(small, small, small, implementation="native")
+    rng = np.random.default_rng(0)
+    q, k, v = (keras.ops.convert_to_tensor(
+        rng.standard_normal((B, T, N, H), dtype=np.float32)) for _ in range(3))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    if args.impl == "torch SDPA":
+        import torch.nn.functional as F
+
+        qt = q.transpose(1, 2).contiguous()
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        start = time.perf_counter()
+        out = F.scaled_dot_product_attention(qt, qt, qt)
+    else:
+        out = mmkeras.ops.fused_attention(q, k, v, implementation="native")
+    keras.ops.convert_to_numpy(out[0, 0, 0])
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    qkvo = 4 * B * T * N * H * 4
+    print(json.dumps(dict(
+        backend=args.backend, impl=args.impl, T=T, seconds=seconds,
+        extra_mib=(peak - before) / 1024, qkvo_mib=qkvo / 2**20,
+    )))
+
+
+def _run(cmd, backend):
+    env = dict(os.environ, KERAS_BACKEND=backend)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stderr[-3000:])
+        raise SystemExit(f"benchmark worker for {backend} failed")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None):
+    """Runs the benchmark; `argv` as on the command line."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--backends", default="tensorflow,jax,torch")
+    parser.add_argument("--lengths", default="512,2048,4096")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--memory-length", type=int, default=16384,
+                        help="T = S for the memory check; 0 skips it")
+    parser.add_argument("--json", help="write all results to this file")
+    parser.add_argument("--plot", help="write a PNG of GFLOP/s against the "
+                        "sequence length to this file")
+    parser.add_argument("--backend", help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=["time", "memory"],
+                        help=argparse.SUPPRESS)
+    parser.add_argument("--impl", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    args.lengths = [int(x) for x in str(args.lengths).split(",")]
+    if args.worker == "time":
+        return worker(args)
+    if args.worker == "memory":
+        return memory_worker(args)
+
+    backends = args.backends.split(",")
+    me = [sys.executable, "-m", "mmkeras.benchmarks.attention"]
+    timings, memory = [], []
+    for backend in backends:
+        print(f"timing {backend} ...", file=sys.stderr, flush=True)
+        timings += _run(me + ["--worker", "time", "--backend", backend,
+                              "--lengths", ",".join(map(str, args.lengths)),
+                              "--repeats", str(args.repeats)], backend)
+        if args.memory_length:
+            impls = ["mmkeras"] + (["torch SDPA"] if backend == "torch" else [])
+            for impl in impls:
+                print(f"memory {backend} {impl} ...", file=sys.stderr, flush=True)
+                memory.append(_run(me + [
+                    "--worker", "memory", "--backend", backend, "--impl", impl,
+                    "--memory-length", str(args.memory_length)], backend))
+    report(timings, memory)
+    if args.plot:
+        from mmkeras import plots
+
+        plots.throughput(args.plot, timings)
+        print(f"\nwrote {args.plot}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(dict(machine=machine(), timings=timings, memory=memory),
+                      f, indent=1)
+
+
+def machine():
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def report(timings, memory):
+    print(f"\nMachine: {machine()}")
+    print("B=1, N=8, H=64, float32; medians; GFLOP/s (higher is better)\n")
+    print("| backend | mode | T=S | mmkeras | keras.ops | torch SDPA | "
+          "mmkeras / keras.ops | mmkeras / SDPA |")
+    print("|---|---|---|---|---|---|---|---|")
+    key = {(r["backend"], r["mode"], r["T"], r["impl"]): r["gflops"]
+           for r in timings}
+    sdpa = {(m, t): g for (b, m, t, i), g in key.items() if i == "torch SDPA"}
+    for b, m, t in sorted({(r["backend"], r["mode"], r["T"]) for r in timings},
+                          key=lambda x: (x[0], x[1], x[2])):
+        mine, ko = key[(b, m, t, "mmkeras")], key[(b, m, t, "keras.ops")]
+        s = sdpa.get((m, t))
+        print(f"| {b} | {m} | {t} | {mine:.1f} | {ko:.1f} | "
+              f"{f'{s:.1f}' if s else '-'} | {mine / ko:.2f}x | "
+              f"{f'{mine / s:.2f}x' if s else '-'} |")
+    if memory:
+        print("\nPeak extra memory of one forward (RSS growth):\n")
+        print("| backend | impl | T=S | extra MiB | q+k+v+out MiB | ratio | s |")
+        print("|---|---|---|---|---|---|---|")
+        for r in memory:
+            print(f"| {r['backend']} | {r['impl']} | {r['T']} | "
+                  f"{r['extra_mib']:.0f} | {r['qkvo_mib']:.0f} | "
+                  f"{r['extra_mib'] / r['qkvo_mib']:.2f} | {r['seconds']:.1f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -38,6 +38,9 @@ import math
 import keras
 from keras import ops
 
+from mmkeras.ops.contrastive import contrastive_loss
+from mmkeras.ops.contrastive import contrastive_loss_reference  # noqa: F401
+
 _KINDS = ("softmax", "sigmoid")
 
 
@@ -48,78 +51,11 @@ def _check_kind(kind):
         )
 
 
-def contrastive_loss_reference(
-    a, b, logit_scale, logit_bias=None, kind="softmax"
-):
-    """The contrastive losses of CLIP (`"softmax"`) and SigLIP (`"sigmoid"`).
-
-    The pure `keras.ops` reference (and numerical oracle) of the fused
-    `contrastive_loss` op. `a` and `b` are used as given (normalize them
-    beforehand if you want cosine similarities). With the logits
-    `L = logit_scale * a @ b^T (+ logit_bias)`, `(B, B)`:
-
-    - softmax (symmetric InfoNCE): `mean_i [(logsumexp_j L_ij - L_ii) +
-      (logsumexp_j L_ji - L_ii)] / 2`.
-    - sigmoid: with `z_ij = 1` if `i == j` else `-1`,
-      `-(1/B) sum_ij log sigmoid(z_ij L_ij)`.
-
-    Args:
-        a: `(B, d)` embeddings of the first modality.
-        b: `(B, d)` embeddings of the second modality; `(a_i, b_i)` are the
-            positive pairs.
-        logit_scale: the multiplier of the logits (not its log): a Python
-            float or a scalar tensor.
-        logit_bias: optional added to the logits (scalar).
-        kind: `"softmax"` or `"sigmoid"`.
-
-    Returns:
-        A scalar tensor.
-
-    Example:
-
-    >>> import numpy as np
-    >>> from mmkeras.losses import contrastive_loss_reference
-    >>> a = np.eye(3, 4, dtype="float32")
-    >>> loss = contrastive_loss_reference(a, a, 10.0, -5.0, kind="sigmoid")
-    >>> float(loss) < 0.1
-    True
-    """
-    _check_kind(kind)
-    a = ops.convert_to_tensor(a)
-    b = ops.convert_to_tensor(b)
-    for name, x in (("a", a), ("b", b)):
-        if len(x.shape) != 2:
-            raise ValueError(
-                f"Argument `{name}` must have rank 2 (batch, dim). "
-                f"Received: {name}.shape={tuple(x.shape)}"
-            )
-    if any(
-        p is not None and q is not None and p != q
-        for p, q in zip(a.shape, b.shape)
-    ):
-        raise ValueError(
-            "Arguments `a` and `b` must have the same shape (batch, dim). "
-            f"Received: a.shape={tuple(a.shape)}, b.shape={tuple(b.shape)}"
-        )
-    dtype = a.dtype
-    logits = ops.matmul(a, ops.transpose(ops.cast(b, dtype)))
-    logits = ops.cast(logit_scale, dtype) * logits
-    if logit_bias is not None:
-        logits = logits + ops.cast(logit_bias, dtype)
-    diag = ops.diagonal(logits)
-    if kind == "softmax":
-        rows = ops.logsumexp(logits, axis=1) - diag
-        cols = ops.logsumexp(logits, axis=0) - diag
-        return ops.mean(rows + cols) / 2.0
-    n = ops.shape(logits)[0]
-    z = 2.0 * ops.eye(n, dtype=dtype) - 1.0
-    return -ops.sum(ops.log_sigmoid(z * logits)) / ops.cast(n, dtype)
-
-
 def _contrastive_loss(a, b, logit_scale, logit_bias, kind):
-    """The loss computation of `ContrastiveLoss`; the place where the fused
-    `mmkeras.ops.contrastive_loss` plugs in."""
-    return contrastive_loss_reference(a, b, logit_scale, logit_bias, kind)
+    """The loss computation of `ContrastiveLoss`: the fused op (blockwise,
+    never storing the B x B logits), or its reference where no native
+    kernel can run."""
+    return contrastive_loss(a, b, logit_scale, logit_bias, kind=kind)
 
 
 def _check_float(value, name, positive=False, allow_none=False):

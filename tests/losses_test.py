@@ -175,12 +175,12 @@ def test_loss_config_and_errors():
         ContrastiveLoss()(dummy, a[:, None])
     with pytest.raises(ValueError, match="sample_weight.*Received"):
         ContrastiveLoss()(dummy, np.concatenate([a, b], -1), np.ones(7))
-    with pytest.raises(ValueError, match="same shape.*Received"):
-        contrastive_loss_reference(a, b[:, :2], 1.0)
-    with pytest.raises(ValueError, match="rank 2.*Received"):
-        contrastive_loss_reference(a[None], b[None], 1.0)
+    with pytest.raises(ValueError, match="Received"):
+        mmkeras.ops.contrastive_loss(a, b[:, :2], 1.0)
+    with pytest.raises(ValueError, match="rank.*Received"):
+        mmkeras.ops.contrastive_loss(a[None], b[None], 1.0)
     with pytest.raises(ValueError, match="kind.*Received"):
-        contrastive_loss_reference(a, b, 1.0, kind="hinge")
+        mmkeras.ops.contrastive_loss(a, b, 1.0, kind="hinge")
 
 
 def _dual_encoder(head):

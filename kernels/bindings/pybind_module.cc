@@ -64,6 +64,9 @@ py::tuple backward(const F32& q, const F32& k, const F32& v, const F32& out,
 
 }  // namespace
 
+// Fusion and contrastive kernels (pybind_fusion.cc).
+void register_fusion(py::module_& m);
+
 PYBIND11_MODULE(_cpu_kernels, m) {
   m.doc() = "mmkeras C++ CPU kernels (numpy adapter).";
   m.def("attention_forward", &forward, py::arg("q"), py::arg("k"),
@@ -76,4 +79,5 @@ PYBIND11_MODULE(_cpu_kernels, m) {
         py::arg("mask") = py::none(), py::arg("causal") = false,
         py::arg("scale") = 1.0f, "Returns (dq, dk, dv).");
   m.def("num_threads", &mmkeras::num_threads);
+  register_fusion(m);
 }

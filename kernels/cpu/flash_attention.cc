@@ -2,7 +2,7 @@
 // holds a T x S buffer, and a backward that recomputes the probabilities from
 // the saved logsumexp.
 //
-// Vectorization uses GCC/Clang vector extensions (16 floats), which lower to
+// Vectorization uses the GCC/Clang vector extensions of vec.h, which lower to
 // AVX-512, AVX2 or SSE depending on the target. K and V are repacked once per
 // call into padded, tiled copies so the inner loops run on aligned, unit-stride
 // vectors: K^T tiles [H][BC] for q.k (broadcast one q value, FMA over 16
@@ -11,120 +11,21 @@
 #include "flash_attention.h"
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
-#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <stdexcept>
-#include <thread>
+
+#include "vec.h"
 
 namespace mmkeras {
 namespace {
 
-// Vector width and register tiles follow the target: AVX-512 has 32 vector
-// registers, AVX2 16, so the column group kept in registers is halved there.
-#if defined(__AVX512F__)
-constexpr int kLanes = 16;
-constexpr int kGroup = 4;  // vectors per row held in registers
-#else
-constexpr int kLanes = 8;
-constexpr int kGroup = 2;
-#endif
-constexpr int64_t BR = 64;    // query rows per forward task
-constexpr int64_t BC = 64;    // keys per block
-constexpr int RT = 4;         // query rows per register tile
-constexpr int CV = BC / kLanes;
-constexpr float kLog2e = 1.4426950408889634f;
-constexpr float kLn2 = 0.6931471805599453f;
+constexpr int64_t BR = 64;       // query rows per forward task
+constexpr int64_t BC = kBlock;   // keys per block
+constexpr int RT = kTileRows;    // query rows per register tile
+constexpr int CV = kBlockVecs;   // vectors per key block
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-
-typedef float VF __attribute__((vector_size(kLanes * sizeof(float))));
-typedef int32_t VI __attribute__((vector_size(kLanes * sizeof(int32_t))));
-
-inline VF load(const float* p) {
-  VF v;
-  std::memcpy(&v, p, sizeof(v));
-  return v;
-}
-inline void store(float* p, VF v) { std::memcpy(p, &v, sizeof(v)); }
-inline VF splat(float x) {
-  VF v;
-  for (int i = 0; i < kLanes; ++i) v[i] = x;  // one vbroadcastss
-  return v;
-}
-
-// 2^x for x <= 0 (x may be -inf): round-to-nearest split x = n + f with
-// |f| <= 1/2, exp(f ln2) by a degree-6 Taylor polynomial (relative error
-// ~1e-7), 2^n through the exponent bits. Inputs below -126 flush to 0.
-inline VF exp2v(VF x) {
-  const VF lo = splat(-126.0f);
-  VF xc = x < lo ? lo : x;
-  const VF magic = splat(12582912.0f);  // 1.5 * 2^23: rounds to integer
-  VF r = (xc + magic) - magic;
-  VF y = (xc - r) * kLn2;
-  VF poly = splat(1.0f / 720.0f);
-  poly = poly * y + 1.0f / 120.0f;
-  poly = poly * y + 1.0f / 24.0f;
-  poly = poly * y + 1.0f / 6.0f;
-  poly = poly * y + 0.5f;
-  poly = poly * y + 1.0f;
-  poly = poly * y + 1.0f;
-  VI bits = (__builtin_convertvector(r, VI) + 127) << 23;
-  VF scale;
-  std::memcpy(&scale, &bits, sizeof(scale));
-  VF result = poly * scale;
-  return x < lo ? VF{} : result;
-}
-
-inline float hmax(VF v) {
-  float m = v[0];
-  for (int i = 1; i < kLanes; ++i) m = std::max(m, v[i]);
-  return m;
-}
-inline float hsum(VF v) {
-  float s = 0.0f;
-  for (int i = 0; i < kLanes; ++i) s += v[i];
-  return s;
-}
-
-inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-inline int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
-
-// Runs fn(i) for i in [0, n) on up to num_threads() threads, dynamically
-// scheduled. Threads are created per call: the calls this serves are large.
-template <typename F>
-void parallel_for(int64_t n, F fn) {
-  int64_t workers = std::min<int64_t>(num_threads(), n);
-  if (workers <= 1) {
-    for (int64_t i = 0; i < n; ++i) fn(i);
-    return;
-  }
-  std::atomic<int64_t> next{0};
-  auto work = [&]() {
-    for (int64_t i = next++; i < n; i = next++) fn(i);
-  };
-  std::vector<std::thread> pool;
-  pool.reserve(workers - 1);
-  for (int64_t w = 1; w < workers; ++w) pool.emplace_back(work);
-  work();
-  for (auto& t : pool) t.join();
-}
-
-// 64-byte aligned float buffer, zero-filled; empty (nullptr) when n == 0.
-struct Buffer {
-  float* ptr = nullptr;
-  explicit Buffer(int64_t n) {
-    if (n <= 0) return;
-    size_t bytes = round_up(n * sizeof(float), 64);
-    ptr = static_cast<float*>(std::aligned_alloc(64, bytes));
-    if (!ptr) throw std::bad_alloc();
-    std::memset(ptr, 0, bytes);
-  }
-  ~Buffer() { std::free(ptr); }
-  Buffer(const Buffer&) = delete;
-  Buffer& operator=(const Buffer&) = delete;
-};
 
 // The packed, padded copies of K (and V) for one call.
 struct PackedKV {
@@ -180,65 +81,6 @@ void pack_kv(const AttentionProblem& p, const float* k, const float* v,
   });
 }
 
-// s[r][j] = sum_h q[r][h] * kt[h][j] for RT query rows against one key block
-// (rows of q are `q_stride` apart; s rows are BC apart). Each group of kGroup
-// vectors per row stays in registers for the whole h loop.
-inline void qk_tile(const float* q, int64_t q_stride, const float* kt,
-                    int64_t H, float* s) {
-  for (int g = 0; g < CV; g += kGroup) {
-    VF acc[RT][kGroup] = {};
-    for (int64_t h = 0; h < H; ++h) {
-      VF kv[kGroup];
-      for (int c = 0; c < kGroup; ++c)
-        kv[c] = load(kt + h * BC + (g + c) * kLanes);
-#pragma GCC unroll 4
-      for (int r = 0; r < RT; ++r) {
-        const VF qv = splat(q[r * q_stride + h]);
-        for (int c = 0; c < kGroup; ++c) acc[r][c] += qv * kv[c];
-      }
-    }
-    for (int r = 0; r < RT; ++r)
-      for (int c = 0; c < kGroup; ++c)
-        store(s + r * BC + (g + c) * kLanes, acc[r][c]);
-  }
-}
-
-// acc[r][0..Hp) += sum_j w[r][j] * rows[j][0..Hp) for RT rows, j < cols.
-// acc rows are `acc_stride` floats apart; chunks of kGroup vectors stay in
-// registers across the j loop.
-template <int NV>
-inline void accumulate_chunk(float* acc, int64_t acc_stride, const float* w,
-                             const float* rows, int64_t Hp, int64_t cols,
-                             int64_t h0) {
-  VF a[RT][NV];
-  for (int r = 0; r < RT; ++r)
-    for (int c = 0; c < NV; ++c) a[r][c] = load(acc + r * acc_stride + h0 + c * kLanes);
-  for (int64_t j = 0; j < cols; ++j) {
-    VF rv[NV];
-    for (int c = 0; c < NV; ++c) rv[c] = load(rows + j * Hp + h0 + c * kLanes);
-#pragma GCC unroll 4
-    for (int r = 0; r < RT; ++r) {
-      const VF wv = splat(w[r * BC + j]);
-      for (int c = 0; c < NV; ++c) a[r][c] += wv * rv[c];
-    }
-  }
-  for (int r = 0; r < RT; ++r)
-    for (int c = 0; c < NV; ++c) store(acc + r * acc_stride + h0 + c * kLanes, a[r][c]);
-}
-
-inline void accumulate_rows(float* acc, int64_t acc_stride, const float* w,
-                            const float* rows, int64_t Hp, int64_t cols) {
-  int64_t h0 = 0;
-  for (; h0 + kGroup * kLanes <= Hp; h0 += kGroup * kLanes)
-    accumulate_chunk<kGroup>(acc, acc_stride, w, rows, Hp, cols, h0);
-  switch ((Hp - h0) / kLanes) {  // at most kGroup - 1 vectors remain
-    case 3: accumulate_chunk<3>(acc, acc_stride, w, rows, Hp, cols, h0); break;
-    case 2: accumulate_chunk<2>(acc, acc_stride, w, rows, Hp, cols, h0); break;
-    case 1: accumulate_chunk<1>(acc, acc_stride, w, rows, Hp, cols, h0); break;
-    default: break;
-  }
-}
-
 // Which keys of block [j0, j0 + cols) row t may attend: writes 0 or -inf
 // into bias[0..BC) (keys past `cols` are -inf). Returns false when the row
 // attends every key of the block (bias all zero).
@@ -261,25 +103,7 @@ inline const uint8_t* mask_row(const AttentionProblem& p, int64_t b, int64_t n,
          t * p.mask.stride_t;
 }
 
-// Tests set MMKERAS_POISON_OUTPUTS=1 so that outputs start as NaN: any
-// element a kernel forgets to write shows up.
-void poison(float* data, int64_t n) {
-  static const bool enabled = std::getenv("MMKERAS_POISON_OUTPUTS") != nullptr;
-  if (enabled) std::fill(data, data + n, std::numeric_limits<float>::quiet_NaN());
-}
-
 }  // namespace
-
-int num_threads() {
-  static const int n = [] {
-    if (const char* env = std::getenv("MMKERAS_NUM_THREADS")) {
-      int v = std::atoi(env);
-      if (v > 0) return v;
-    }
-    return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  }();
-  return n;
-}
 
 MaskView make_mask_view(const uint8_t* data,
                         const std::vector<int64_t>& mask_dims,
@@ -417,7 +241,7 @@ void attention_forward(const AttentionProblem& p, const float* q,
       for (int64_t tile = 0; tile < tiles; ++tile) {
         const int64_t r0 = tile * RT;
         if (p.causal && j0 > t0 + r0 + RT - 1) continue;  // tile sees none of it
-        qk_tile(qs + r0 * H, H, kt, H, sbuf);
+        dot_tile(qs + r0 * H, H, kt, H, sbuf);
         const uint8_t* cached_row = nullptr;
         bool cached_any = false;
         bool any_row = false;
@@ -564,8 +388,8 @@ void attention_backward(const AttentionProblem& p, const float* q,
         const int64_t t_start = p.causal ? (j0 / RT) * RT : 0;
         for (int64_t r0 = t_start; r0 < Tp; r0 += RT) {
           const int64_t row0 = bn * Tp + r0;
-          qk_tile(qp.ptr + row0 * Hp, Hp, kt, H, sbuf);
-          qk_tile(dop.ptr + row0 * Hp, Hp, vt, H, dpbuf);
+          dot_tile(qp.ptr + row0 * Hp, Hp, kt, H, sbuf);
+          dot_tile(dop.ptr + row0 * Hp, Hp, vt, H, dpbuf);
           bool any_row = false;
           for (int r = 0; r < RT; ++r) {
             const int64_t t = r0 + r;

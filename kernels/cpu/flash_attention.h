@@ -13,6 +13,8 @@
 #include <string>
 #include <vector>
 
+#include "common.h"
+
 namespace mmkeras {
 
 // A boolean mask broadcastable to (B, N, T, S), read in place through strides
@@ -65,8 +67,5 @@ void attention_backward(const AttentionProblem& p, const float* q,
                         const float* k, const float* v, const float* out,
                         const float* lse, const float* dout, float* dq,
                         float* dk, float* dv);
-
-// Threads the kernels use (MMKERAS_NUM_THREADS, else all hardware threads).
-int num_threads();
 
 }  // namespace mmkeras

@@ -14,7 +14,7 @@ import importlib
 import sys
 
 BACKENDS = ("tensorflow", "jax", "torch")
-FAMILIES = ("attention",)
+FAMILIES = ("attention", "fusion")
 
 
 def glue(backend_name, family="attention"):

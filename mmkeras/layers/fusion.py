@@ -41,6 +41,8 @@ import math
 import keras
 from keras import ops
 
+from mmkeras.ops import fusion as fused_ops
+
 from mmkeras.layers.fusion_base import ModalityLayer
 from mmkeras.layers.fusion_base import check_positive_int
 from mmkeras.layers.fusion_base import check_rate
@@ -59,7 +61,8 @@ _DENSE_ARGS_DOC = """kernel_initializer, bias_initializer, kernel_regularizer,
 
 
 def _gated_fusion(projections, gates, present):
-    """GMU core: `sum_m present_m * sigmoid(gates_m) * tanh(projections_m)`.
+    """GMU core: `sum_m present_m * sigmoid(gates_m) * tanh(projections_m)`,
+    in one pass by the fused `mmkeras.ops.gated_fusion`.
 
     Args:
         projections: `(B, M, U)` pre-activations of the modality projections.
@@ -69,14 +72,16 @@ def _gated_fusion(projections, gates, present):
     Returns:
         `(B, U)`.
     """
-    weights = ops.sigmoid(gates) * ops.cast(
-        ops.expand_dims(present, -1), gates.dtype
+    # The op takes modality-major (M, B, U) inputs.
+    return fused_ops.gated_fusion(
+        ops.transpose(projections, (1, 0, 2)), ops.transpose(gates, (1, 0, 2)),
+        modality_mask=present,
     )
-    return ops.sum(weights * ops.tanh(projections), axis=1)
 
 
 def _low_rank_fusion(factors, rank_weights, bias=None):
-    """LMF core: product over modalities, weighted sum over rank.
+    """LMF core: product over modalities, weighted sum over rank, in one pass
+    by the fused `mmkeras.ops.low_rank_fusion`.
 
     Args:
         factors: `(B, M, R, U)`, modality m's `[x_m; 1] @ W_m` per rank.
@@ -86,10 +91,12 @@ def _low_rank_fusion(factors, rank_weights, bias=None):
     Returns:
         `(B, U)`: `sum_r rank_weights[r] * prod_m factors[:, m, r] (+ bias)`.
     """
-    product = factors[:, 0]
-    for m in range(1, factors.shape[1]):
-        product = product * factors[:, m]
-    out = ops.einsum("bru,r->bu", product, rank_weights)
+    # The rank weights fold into the first modality's factors; the op takes
+    # modality-major (M, R, B, U) factors.
+    weights = ops.cast(ops.reshape(rank_weights, (1, 1, -1, 1)), factors.dtype)
+    first = factors[:, :1] * weights
+    factors = ops.concatenate([first, factors[:, 1:]], axis=1)
+    out = fused_ops.low_rank_fusion(ops.transpose(factors, (1, 2, 0, 3)))
     if bias is not None:
         out = out + bias
     return out

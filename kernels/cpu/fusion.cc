@@ -1,0 +1,212 @@
+// Gated and low-rank fusion on the CPU (contract in fusion.h).
+//
+// Both are element-wise over the feature axis with a short loop over the
+// modalities (and ranks), so one pass over the inputs is all the memory
+// traffic there is. Rows of the batch are split across threads; the feature
+// axis runs in vectors (vec.h for the gated unit, which needs vector tanh and
+// sigmoid; plain fixed-size loops that -O3 vectorizes for the products).
+#include "fusion.h"
+
+#include <stdexcept>
+#include <string>
+
+#include "vec.h"
+
+namespace mmkeras {
+namespace {
+
+// Elements (modalities x features x rows) per thread below which a call is
+// not split: starting a thread costs about as much as this much work.
+constexpr int64_t kMinWorkPerThread = 1 << 16;
+constexpr int64_t kChunk = 64;  // features per register-resident chunk
+
+// tanh(x) and its derivative 1 - tanh(x)^2, both to ~2e-7 relative, from
+// e = exp(-2|x|) <= 1: tanh|x| = (1 - e) / (1 + e), sech^2 x = 4e / (1 + e)^2.
+// Below |x| = 1/4, where 1 - e cancels, tanh is its odd Taylor polynomial
+// to x^9 (truncation < 2e-8 relative).
+inline void tanh_pair(VF x, VF* t, VF* dt) {
+  const VF ax = vabs(x);
+  const VF e = expv_neg(-2.0f * ax);
+  const VF inv = 1.0f / (1.0f + e);
+  const VF x2 = ax * ax;
+  VF poly = splat(62.0f / 2835.0f);
+  poly = poly * x2 - 17.0f / 315.0f;
+  poly = poly * x2 + 2.0f / 15.0f;
+  poly = poly * x2 - 1.0f / 3.0f;
+  poly = poly * x2 + 1.0f;
+  const VF ta = ax < 0.25f ? ax * poly : (1.0f - e) * inv;
+  *t = x < 0.0f ? -ta : ta;
+  *dt = 4.0f * e * inv * inv;
+}
+
+inline bool present(const uint8_t* mask, int64_t M, int64_t b, int64_t m) {
+  return !mask || mask[b * M + m] != 0;
+}
+
+std::string dims_str(const std::vector<int64_t>& d) {
+  std::string s = "(";
+  for (size_t i = 0; i < d.size(); ++i)
+    s += (i ? ", " : "") + std::to_string(d[i]);
+  return s + (d.size() == 1 ? ",)" : ")");
+}
+
+void check_mask(const std::vector<int64_t>& mask_dims, int64_t B, int64_t M) {
+  if (!mask_dims.empty() && mask_dims != std::vector<int64_t>{B, M})
+    throw std::invalid_argument("modality mask must have shape (B, M) = " +
+                                dims_str({B, M}) + ", got " +
+                                dims_str(mask_dims));
+}
+
+}  // namespace
+
+GatedFusionProblem make_gated_fusion_problem(
+    const std::vector<int64_t>& h_dims, const std::vector<int64_t>& g_dims,
+    const std::vector<int64_t>& mask_dims) {
+  if (h_dims.size() != 3 || g_dims != h_dims)
+    throw std::invalid_argument(
+        "projections and gate_logits must both have shape (M, B, D), got " +
+        dims_str(h_dims) + " and " + dims_str(g_dims));
+  GatedFusionProblem p{h_dims[0], h_dims[1], h_dims[2]};
+  if (p.M < 1 || p.B < 0 || p.D < 0)
+    throw std::invalid_argument("gated fusion needs at least one modality");
+  check_mask(mask_dims, p.B, p.M);
+  return p;
+}
+
+LowRankFusionProblem make_low_rank_fusion_problem(
+    const std::vector<int64_t>& f_dims, const std::vector<int64_t>& mask_dims) {
+  if (f_dims.size() != 4)
+    throw std::invalid_argument("factors must have shape (M, R, B, O), got " +
+                                dims_str(f_dims));
+  LowRankFusionProblem p{f_dims[0], f_dims[1], f_dims[2], f_dims[3]};
+  if (p.M < 1 || p.R < 1 || p.B < 0 || p.O < 0)
+    throw std::invalid_argument(
+        "low-rank fusion needs at least one modality and rank >= 1, got " +
+        dims_str(f_dims));
+  check_mask(mask_dims, p.B, p.M);
+  return p;
+}
+
+void gated_fusion_forward(const GatedFusionProblem& p, const float* h,
+                          const float* g, const uint8_t* mask, float* out) {
+  const int64_t M = p.M, B = p.B, D = p.D;
+  poison(out, B * D);
+  const int64_t grain = ceil_div(kMinWorkPerThread, std::max<int64_t>(1, M * D));
+  parallel_ranges(B, grain, [&, M, B, D](int64_t, int64_t lo, int64_t hi) {
+    for (int64_t b = lo; b < hi; ++b) {
+      for (int64_t d0 = 0; d0 < D; d0 += kLanes) {
+        const int64_t n = std::min<int64_t>(kLanes, D - d0);
+        VF acc = VF{};
+        for (int64_t m = 0; m < M; ++m) {
+          if (!present(mask, M, b, m)) continue;
+          const int64_t at = (m * B + b) * D + d0;
+          VF s, s_neg, t, dt;
+          sigmoid_pair(load_n(g + at, n), &s, &s_neg);
+          tanh_pair(load_n(h + at, n), &t, &dt);
+          acc += s * t;
+        }
+        store_n(out + b * D + d0, acc, n);
+      }
+    }
+  });
+}
+
+void gated_fusion_backward(const GatedFusionProblem& p, const float* h,
+                           const float* g, const uint8_t* mask,
+                           const float* dout, float* dh, float* dg) {
+  const int64_t M = p.M, B = p.B, D = p.D;
+  poison(dh, M * B * D);
+  poison(dg, M * B * D);
+  const int64_t grain = ceil_div(kMinWorkPerThread, std::max<int64_t>(1, M * D));
+  parallel_ranges(B, grain, [&, M, B, D](int64_t, int64_t lo, int64_t hi) {
+    for (int64_t b = lo; b < hi; ++b) {
+      for (int64_t m = 0; m < M; ++m) {
+        const int64_t row = (m * B + b) * D;
+        if (!present(mask, M, b, m)) {
+          std::fill(dh + row, dh + row + D, 0.0f);
+          std::fill(dg + row, dg + row + D, 0.0f);
+          continue;
+        }
+        for (int64_t d0 = 0; d0 < D; d0 += kLanes) {
+          const int64_t n = std::min<int64_t>(kLanes, D - d0);
+          const VF dy = load_n(dout + b * D + d0, n);
+          VF s, s_neg, t, dt;
+          sigmoid_pair(load_n(g + row + d0, n), &s, &s_neg);
+          tanh_pair(load_n(h + row + d0, n), &t, &dt);
+          store_n(dh + row + d0, dy * s * dt, n);
+          store_n(dg + row + d0, dy * t * s * s_neg, n);
+        }
+      }
+    }
+  });
+}
+
+void low_rank_fusion_forward(const LowRankFusionProblem& p, const float* f,
+                             const uint8_t* mask, float* out) {
+  const int64_t M = p.M, R = p.R, B = p.B, O = p.O;
+  poison(out, B * O);
+  const int64_t grain =
+      ceil_div(kMinWorkPerThread, std::max<int64_t>(1, M * R * O));
+  parallel_ranges(B, grain, [&, M, R, B, O](int64_t, int64_t lo, int64_t hi) {
+    alignas(64) float acc[kChunk];
+    alignas(64) float prod[kChunk];
+    for (int64_t b = lo; b < hi; ++b) {
+      for (int64_t o0 = 0; o0 < O; o0 += kChunk) {
+        const int64_t n = std::min(kChunk, O - o0);
+        std::fill(acc, acc + n, 0.0f);
+        for (int64_t r = 0; r < R; ++r) {
+          std::fill(prod, prod + n, 1.0f);
+          for (int64_t m = 0; m < M; ++m) {
+            if (!present(mask, M, b, m)) continue;
+            const float* src = f + ((m * R + r) * B + b) * O + o0;
+            for (int64_t i = 0; i < n; ++i) prod[i] *= src[i];
+          }
+          for (int64_t i = 0; i < n; ++i) acc[i] += prod[i];
+        }
+        std::copy(acc, acc + n, out + b * O + o0);
+      }
+    }
+  });
+}
+
+void low_rank_fusion_backward(const LowRankFusionProblem& p, const float* f,
+                              const uint8_t* mask, const float* dout,
+                              float* df) {
+  const int64_t M = p.M, R = p.R, B = p.B, O = p.O;
+  poison(df, M * R * B * O);
+  const int64_t grain =
+      ceil_div(kMinWorkPerThread, std::max<int64_t>(1, M * R * O));
+  parallel_ranges(B, grain, [&, M, R, B, O](int64_t, int64_t lo, int64_t hi) {
+    alignas(64) float run[kChunk];
+    for (int64_t b = lo; b < hi; ++b) {
+      for (int64_t o0 = 0; o0 < O; o0 += kChunk) {
+        const int64_t n = std::min(kChunk, O - o0);
+        for (int64_t r = 0; r < R; ++r) {
+          // df[m] <- prod_{m' < m} f'[m'] (prefix products, written in place).
+          std::fill(run, run + n, 1.0f);
+          for (int64_t m = 0; m < M; ++m) {
+            const int64_t at = ((m * R + r) * B + b) * O + o0;
+            std::copy(run, run + n, df + at);
+            if (!present(mask, M, b, m)) continue;
+            for (int64_t i = 0; i < n; ++i) run[i] *= f[at + i];
+          }
+          // df[m] *= dout * prod_{m' > m} f'[m'] (suffix products).
+          std::copy(dout + b * O + o0, dout + b * O + o0 + n, run);
+          for (int64_t m = M - 1; m >= 0; --m) {
+            const int64_t at = ((m * R + r) * B + b) * O + o0;
+            if (!present(mask, M, b, m)) {
+              std::fill(df + at, df + at + n, 0.0f);
+              continue;
+            }
+            for (int64_t i = 0; i < n; ++i) {
+              df[at + i] *= run[i];
+              run[i] *= f[at + i];
+            }
+          }
+        }
+      }
+    }
+  });
+}
+
+}  // namespace mmkeras

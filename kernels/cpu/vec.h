@@ -1,0 +1,205 @@
+// SIMD helpers of the CPU kernels: GCC/Clang vector extensions that lower to
+// AVX-512, AVX2 or SSE depending on the target, a few vector math functions,
+// and the two register-tiled matrix-product micro-kernels that the attention
+// and contrastive kernels share.
+//
+// Only kernel sources include this (they are all compiled with the same
+// flags); everything here has internal linkage, so a translation unit built
+// for another target never shares a definition with them.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+
+#include "common.h"
+
+namespace mmkeras {
+namespace {
+
+// Vector width and register tiles follow the target: AVX-512 has 32 vector
+// registers, AVX2 16, so the column group kept in registers is halved there.
+#if defined(__AVX512F__)
+constexpr int kLanes = 16;
+constexpr int kGroup = 4;  // vectors per row held in registers
+#else
+constexpr int kLanes = 8;
+constexpr int kGroup = 2;
+#endif
+constexpr int64_t kBlock = 64;  // columns of a tile (and rows of w below)
+constexpr int kTileRows = 4;    // rows of a register tile
+constexpr int kBlockVecs = kBlock / kLanes;
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
+
+typedef float VF __attribute__((vector_size(kLanes * sizeof(float))));
+typedef int32_t VI __attribute__((vector_size(kLanes * sizeof(int32_t))));
+
+inline VF load(const float* p) {
+  VF v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+inline void store(float* p, VF v) { std::memcpy(p, &v, sizeof(v)); }
+inline VF splat(float x) {
+  return x - VF{};  // one vbroadcastss (a lane-by-lane fill is not, on AVX2)
+}
+// The first n <= kLanes floats; the other lanes are 0.
+inline VF load_n(const float* p, int64_t n) {
+  if (n == kLanes) return load(p);
+  VF v = VF{};
+  for (int64_t i = 0; i < n; ++i) v[i] = p[i];
+  return v;
+}
+inline void store_n(float* p, VF v, int64_t n) {
+  if (n == kLanes) return store(p, v);
+  for (int64_t i = 0; i < n; ++i) p[i] = v[i];
+}
+inline VF vmax(VF a, VF b) { return a > b ? a : b; }
+inline VF vabs(VF x) { return x < 0.0f ? -x : x; }
+
+// 2^x for x <= 0 (x may be -inf): round-to-nearest split x = n + f with
+// |f| <= 1/2, exp(f ln2) by a degree-6 Taylor polynomial (relative error
+// ~1e-7), 2^n through the exponent bits. Inputs below -126 flush to 0.
+inline VF exp2v(VF x) {
+  const VF lo = splat(-126.0f);
+  VF xc = x < lo ? lo : x;
+  const VF magic = splat(12582912.0f);  // 1.5 * 2^23: rounds to integer
+  VF r = (xc + magic) - magic;
+  VF y = (xc - r) * kLn2;
+  VF poly = splat(1.0f / 720.0f);
+  poly = poly * y + 1.0f / 120.0f;
+  poly = poly * y + 1.0f / 24.0f;
+  poly = poly * y + 1.0f / 6.0f;
+  poly = poly * y + 0.5f;
+  poly = poly * y + 1.0f;
+  poly = poly * y + 1.0f;
+  VI bits = (__builtin_convertvector(r, VI) + 127) << 23;
+  VF scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  VF result = poly * scale;
+  return x < lo ? VF{} : result;
+}
+
+// exp(x) for x <= 0.
+inline VF expv_neg(VF x) { return exp2v(x * kLog2e); }
+
+// sigmoid(x) and sigmoid(-x) = 1 - sigmoid(x), both to full relative
+// precision, from e = exp(-|x|) <= 1 (never overflows).
+inline void sigmoid_pair(VF x, VF* pos, VF* neg) {
+  const VF e = expv_neg(-vabs(x));
+  const VF inv = 1.0f / (1.0f + e);
+  const VF ei = e * inv;
+  *pos = x >= 0.0f ? inv : ei;
+  *neg = x >= 0.0f ? ei : inv;
+}
+
+inline float hmax(VF v) {
+  float m = v[0];
+  for (int i = 1; i < kLanes; ++i) m = std::max(m, v[i]);
+  return m;
+}
+inline float hsum(VF v) {
+  float s = 0.0f;
+  for (int i = 0; i < kLanes; ++i) s += v[i];
+  return s;
+}
+
+// The register tile of the products below: s[r][j] = sum_h x[r][h] * yt[h][j]
+// for kTileRows rows of x (rows `x_stride` floats apart) and the kGroup
+// vectors of columns starting at column g * kLanes of a tile yt of kBlock
+// columns stored transposed ([H][kBlock]); s rows are kBlock floats apart.
+// The accumulators stay in registers for the whole h loop.
+inline void dot_micro(const float* x, int64_t x_stride, const float* yt,
+                      int64_t H, float* s, int g) {
+  VF acc[kTileRows][kGroup] = {};
+  for (int64_t h = 0; h < H; ++h) {
+    VF yv[kGroup];
+    for (int c = 0; c < kGroup; ++c)
+      yv[c] = load(yt + h * kBlock + (g + c) * kLanes);
+#pragma GCC unroll 4
+    for (int r = 0; r < kTileRows; ++r) {
+      const VF xv = splat(x[r * x_stride + h]);
+      for (int c = 0; c < kGroup; ++c) acc[r][c] += xv * yv[c];
+    }
+  }
+  for (int r = 0; r < kTileRows; ++r)
+    for (int c = 0; c < kGroup; ++c)
+      store(s + r * kBlock + (g + c) * kLanes, acc[r][c]);
+}
+
+// kTileRows rows of x against all kBlock columns of yt.
+inline void dot_tile(const float* x, int64_t x_stride, const float* yt,
+                     int64_t H, float* s) {
+  for (int g = 0; g < kBlockVecs; g += kGroup) dot_micro(x, x_stride, yt, H, s, g);
+}
+
+// `rows` (a multiple of kTileRows) rows of x against all kBlock columns of
+// yt. Column groups run outermost, so each H x (kGroup * kLanes) panel of yt
+// stays in L1 across the row tiles (for large H, where the whole tile does
+// not fit).
+inline void dot_block(const float* x, int64_t x_stride, const float* yt,
+                      int64_t H, float* s, int64_t rows) {
+  for (int g = 0; g < kBlockVecs; g += kGroup)
+    for (int64_t r0 = 0; r0 < rows; r0 += kTileRows)
+      dot_micro(x + r0 * x_stride, x_stride, yt, H, s + r0 * kBlock, g);
+}
+
+// acc[r][0..Hp) += sum_j w[r][j] * rows[j][0..Hp) for kTileRows rows,
+// j < cols (w rows are kBlock floats apart, acc rows `acc_stride`, rows Hp,
+// a multiple of kLanes). Chunks of kGroup vectors stay in registers across
+// the j loop.
+template <int NV>
+inline void accumulate_chunk(float* acc, int64_t acc_stride, const float* w,
+                             const float* rows, int64_t Hp, int64_t cols,
+                             int64_t h0) {
+  VF a[kTileRows][NV];
+  for (int r = 0; r < kTileRows; ++r)
+    for (int c = 0; c < NV; ++c)
+      a[r][c] = load(acc + r * acc_stride + h0 + c * kLanes);
+  for (int64_t j = 0; j < cols; ++j) {
+    VF rv[NV];
+    for (int c = 0; c < NV; ++c) rv[c] = load(rows + j * Hp + h0 + c * kLanes);
+#pragma GCC unroll 4
+    for (int r = 0; r < kTileRows; ++r) {
+      const VF wv = splat(w[r * kBlock + j]);
+      for (int c = 0; c < NV; ++c) a[r][c] += wv * rv[c];
+    }
+  }
+  for (int r = 0; r < kTileRows; ++r)
+    for (int c = 0; c < NV; ++c)
+      store(acc + r * acc_stride + h0 + c * kLanes, a[r][c]);
+}
+
+// The same for `nrows` (a multiple of kTileRows) rows of acc and w, with
+// the feature chunks outermost so each cols x (kGroup * kLanes) panel of
+// `rows` stays in L1 across the row tiles.
+inline void accumulate_block(float* acc, int64_t acc_stride, const float* w,
+                             const float* rows, int64_t Hp, int64_t cols,
+                             int64_t nrows) {
+  int64_t h0 = 0;
+  for (; h0 + kGroup * kLanes <= Hp; h0 += kGroup * kLanes)
+    for (int64_t r0 = 0; r0 < nrows; r0 += kTileRows)
+      accumulate_chunk<kGroup>(acc + r0 * acc_stride, acc_stride,
+                               w + r0 * kBlock, rows, Hp, cols, h0);
+  const int rest = static_cast<int>((Hp - h0) / kLanes);  // < kGroup vectors
+  for (int64_t r0 = 0; r0 < nrows && rest > 0; r0 += kTileRows) {
+    float* a = acc + r0 * acc_stride;
+    const float* wr = w + r0 * kBlock;
+    switch (rest) {
+      case 3: accumulate_chunk<3>(a, acc_stride, wr, rows, Hp, cols, h0); break;
+      case 2: accumulate_chunk<2>(a, acc_stride, wr, rows, Hp, cols, h0); break;
+      case 1: accumulate_chunk<1>(a, acc_stride, wr, rows, Hp, cols, h0); break;
+      default: break;
+    }
+  }
+}
+
+// kTileRows rows of acc and w.
+inline void accumulate_rows(float* acc, int64_t acc_stride, const float* w,
+                            const float* rows, int64_t Hp, int64_t cols) {
+  accumulate_block(acc, acc_stride, w, rows, Hp, cols, kTileRows);
+}
+
+}  // namespace
+}  // namespace mmkeras

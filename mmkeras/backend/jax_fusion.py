@@ -1,0 +1,194 @@
+"""JAX glue of the fusion family: XLA FFI custom calls under `jax.custom_vjp`
+for `gated_fusion`, `low_rank_fusion` and `contrastive_loss` (contracts in
+kernels/cpu/fusion.h and contrastive.h).
+
+Works eagerly and inside `jax.jit`; under `jax.vmap` the calls run once per
+mapped element (`vmap_method="sequential"`).
+"""
+
+import ctypes
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mmkeras.backend import build
+from mmkeras.backend.jax_attention import _platforms
+
+_TARGETS = {
+    "mmkeras_gated_fusion_fwd": "MmkerasGatedFusionForward",
+    "mmkeras_gated_fusion_bwd": "MmkerasGatedFusionBackward",
+    "mmkeras_low_rank_fusion_fwd": "MmkerasLowRankFusionForward",
+    "mmkeras_low_rank_fusion_bwd": "MmkerasLowRankFusionBackward",
+    "mmkeras_contrastive_fwd": "MmkerasContrastiveForward",
+    "mmkeras_contrastive_bwd": "MmkerasContrastiveBackward",
+}
+
+
+@functools.cache
+def _register():
+    """Builds and registers the CPU targets; returns None or the reason."""
+    try:
+        path = build.build_library(
+            "mmkeras_xla_ffi_fusion",
+            [
+                "bindings/xla_ffi_fusion.cc",
+                "cpu/fusion.cc",
+                "cpu/contrastive.cc",
+            ],
+            cflags=[f"-I{jax.ffi.include_dir()}"],
+            tag=f"jaxlib-{jax.__version__}",
+        )
+    except Exception as e:  # noqa: BLE001  any failure disables the adapter
+        return f"could not build the XLA FFI fusion adapter: {e}"
+    lib = ctypes.CDLL(str(path))
+    for name, symbol in _TARGETS.items():
+        jax.ffi.register_ffi_target(
+            name, jax.ffi.pycapsule(getattr(lib, symbol)), platform="cpu"
+        )
+    return None
+
+
+def _call(target, *shapes):
+    return jax.ffi.ffi_call(
+        target,
+        tuple(jax.ShapeDtypeStruct(s, jnp.float32) for s in shapes),
+        vmap_method="sequential",
+    )
+
+
+def _mask_operand(mask):
+    # The handlers always take a mask; `has_mask=0` ignores it.
+    return jnp.ones((1, 1), jnp.bool_) if mask is None else mask
+
+
+def _has(x):
+    return np.int64(x is not None)
+
+
+# ---------------------------------------------------------------- gated fusion
+
+
+@jax.custom_vjp
+def _gated(h, g, mask):
+    (out,) = _call("mmkeras_gated_fusion_fwd", h.shape[1:])(
+        h, g, _mask_operand(mask), has_mask=_has(mask)
+    )
+    return out
+
+
+def _gated_fwd(h, g, mask):
+    return _gated(h, g, mask), (h, g, mask)
+
+
+def _gated_bwd(residuals, dout):
+    h, g, mask = residuals
+    dh, dg = _call("mmkeras_gated_fusion_bwd", h.shape, g.shape)(
+        h, g, _mask_operand(mask), dout, has_mask=_has(mask)
+    )
+    return dh, dg, None
+
+
+_gated.defvjp(_gated_fwd, _gated_bwd)
+
+
+# ------------------------------------------------------------- low-rank fusion
+
+
+@jax.custom_vjp
+def _low_rank(f, mask):
+    (out,) = _call("mmkeras_low_rank_fusion_fwd", f.shape[2:])(
+        f, _mask_operand(mask), has_mask=_has(mask)
+    )
+    return out
+
+
+def _low_rank_fwd(f, mask):
+    return _low_rank(f, mask), (f, mask)
+
+
+def _low_rank_bwd(residuals, dout):
+    f, mask = residuals
+    (df,) = _call("mmkeras_low_rank_fusion_bwd", f.shape)(
+        f, _mask_operand(mask), dout, has_mask=_has(mask)
+    )
+    return df, None
+
+
+_low_rank.defvjp(_low_rank_fwd, _low_rank_bwd)
+
+
+# ------------------------------------------------------------ contrastive loss
+
+
+def _contrastive_call(a, b, scale, bias, sigmoid):
+    bias_operand = jnp.zeros((), jnp.float32) if bias is None else bias
+    return _call("mmkeras_contrastive_fwd", (), (2, a.shape[0]))(
+        a, b, scale, bias_operand, has_bias=_has(bias),
+        sigmoid=np.int64(sigmoid),
+    )
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _contrastive(a, b, scale, bias, sigmoid):
+    return _contrastive_call(a, b, scale, bias, sigmoid)[0]
+
+
+def _contrastive_fwd(a, b, scale, bias, sigmoid):
+    loss, lse = _contrastive_call(a, b, scale, bias, sigmoid)
+    return loss, (a, b, scale, bias, lse)
+
+
+def _contrastive_bwd(sigmoid, residuals, dloss):
+    a, b, scale, bias, lse = residuals
+    bias_operand = jnp.zeros((), jnp.float32) if bias is None else bias
+    da, db, dscale, dbias = _call(
+        "mmkeras_contrastive_bwd", a.shape, b.shape, (), ()
+    )(
+        a, b, scale, bias_operand, lse, dloss, has_bias=_has(bias),
+        sigmoid=np.int64(sigmoid),
+    )
+    return da, db, dscale, (None if bias is None else dbias)
+
+
+_contrastive.defvjp(_contrastive_fwd, _contrastive_bwd)
+
+
+# ------------------------------------------------------------ public functions
+
+
+def unavailable_reason(x):
+    platforms = _platforms(x)
+    if platforms != {"cpu"}:
+        return (
+            f"the JAX fusion kernels run on the CPU; the array is on "
+            f"{sorted(platforms)}"
+        )
+    return _register()
+
+
+def _ensure_registered():
+    reason = _register()
+    if reason:
+        raise RuntimeError(reason)
+
+
+def gated_fusion(projections, gate_logits, modality_mask):
+    _ensure_registered()
+    return _gated(projections, gate_logits, modality_mask)
+
+
+def low_rank_fusion(factors, modality_mask):
+    _ensure_registered()
+    return _low_rank(factors, modality_mask)
+
+
+def contrastive_loss(a, b, logit_scale, logit_bias, sigmoid):
+    _ensure_registered()
+    return _contrastive(a, b, logit_scale, logit_bias, bool(sigmoid))
+
+
+def status():
+    reason = _register()
+    return [("jax CPU fusion + contrastive (XLA FFI)", reason is None, reason)]

@@ -1,0 +1,121 @@
+"""TensorFlow glue of the fusion family: custom ops from `tf.load_op_library`
+with gradients (`tf.custom_gradient`) for `gated_fusion`, `low_rank_fusion`
+and `contrastive_loss` (contracts in kernels/cpu/fusion.h and contrastive.h).
+
+Differentiable eagerly and inside `tf.function` (what `model.fit` runs).
+"""
+
+import functools
+
+import tensorflow as tf
+
+from mmkeras.backend import build
+
+
+@functools.cache
+def _load():
+    """Returns `(ops_module, None)` or `(None, reason)`."""
+    try:
+        path = build.build_library(
+            "mmkeras_tf_ops_fusion",
+            [
+                "bindings/tf_ops_fusion.cc",
+                "cpu/fusion.cc",
+                "cpu/contrastive.cc",
+            ],
+            cflags=tf.sysconfig.get_compile_flags(),
+            ldflags=tf.sysconfig.get_link_flags(),
+            tag=f"tensorflow-{tf.__version__}",
+        )
+        return tf.load_op_library(str(path)), None
+    except Exception as e:  # noqa: BLE001  any failure disables the adapter
+        return None, f"could not build or load the TensorFlow fusion ops: {e}"
+
+
+def _ops():
+    ops, reason = _load()
+    if ops is None:
+        raise RuntimeError(reason)
+    return ops
+
+
+def _mask_operand(mask):
+    # The ops always take a mask; `has_mask=False` ignores it.
+    return tf.ones((1, 1), tf.bool) if mask is None else mask
+
+
+def unavailable_reason(x):
+    device = getattr(x, "device", "") or ""
+    if "GPU" in device.upper():
+        return (
+            "the TensorFlow fusion kernels run on the CPU; on GPUs TensorFlow "
+            "uses the reference path (XLA)"
+        )
+    return _load()[1]
+
+
+def gated_fusion(projections, gate_logits, modality_mask):
+    ops = _ops()
+    mask = _mask_operand(modality_mask)
+    has_mask = modality_mask is not None
+
+    @tf.custom_gradient
+    def run(h, g):
+        out = ops.mmkeras_gated_fusion_forward(h, g, mask, has_mask=has_mask)
+
+        def grad(dout):
+            return ops.mmkeras_gated_fusion_backward(
+                h, g, mask, dout, has_mask=has_mask
+            )
+
+        return out, grad
+
+    return run(projections, gate_logits)
+
+
+def low_rank_fusion(factors, modality_mask):
+    ops = _ops()
+    mask = _mask_operand(modality_mask)
+    has_mask = modality_mask is not None
+
+    @tf.custom_gradient
+    def run(f):
+        out = ops.mmkeras_low_rank_fusion_forward(f, mask, has_mask=has_mask)
+
+        def grad(dout):
+            return ops.mmkeras_low_rank_fusion_backward(
+                f, mask, dout, has_mask=has_mask
+            )
+
+        return out, grad
+
+    return run(factors)
+
+
+def contrastive_loss(a, b, logit_scale, logit_bias, sigmoid):
+    ops = _ops()
+    attrs = dict(has_bias=logit_bias is not None, sigmoid=bool(sigmoid))
+
+    @tf.custom_gradient
+    def run(a, b, scale, *bias):
+        bias_operand = bias[0] if bias else tf.zeros((), tf.float32)
+        loss, lse = ops.mmkeras_contrastive_forward(
+            a, b, scale, bias_operand, **attrs
+        )
+
+        def grad(dloss):
+            da, db, dscale, dbias = ops.mmkeras_contrastive_backward(
+                a, b, scale, bias_operand, lse, dloss, **attrs
+            )
+            return (da, db, dscale, dbias)[: 3 + len(bias)]
+
+        return loss, grad
+
+    args = (a, b, logit_scale) + (() if logit_bias is None else (logit_bias,))
+    return run(*args)
+
+
+def status():
+    reason = _load()[1]
+    return [("tensorflow CPU fusion + contrastive (custom ops)", reason is None,
+             reason)]

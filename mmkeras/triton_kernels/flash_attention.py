@@ -25,6 +25,7 @@ it is launched; `torch_ops` passes `torch.library.wrap_triton` so that
 `torch.compile` sees the kernels.
 """
 
+import functools
 import math
 import os
 
@@ -82,24 +83,49 @@ if _INTERPRET:
     _FWD_SPACE = {h: [(32, 16, 4, 1)] for h in _HEAD_CLASSES}
     _DKDV_SPACE = {h: [(16, 32, 4, 1)] for h in _HEAD_CLASSES}
     _DQ_SPACE = {h: [(32, 16, 4, 1)] for h in _HEAD_CLASSES}
+    _FWD_SPACE_FP32 = _FWD_SPACE
+    _DKDV_SPACE_FP32 = _DKDV_SPACE
+    _DQ_SPACE_FP32 = _DQ_SPACE
 else:
+    # Chosen from sm_90 register/shared-memory reports of AOT compiles (no
+    # spills for the defaults); timing on the GPU picks among them.
     _FWD_SPACE = {
-        64: [(128, 64, 4, 3), (128, 128, 8, 3), (128, 64, 8, 3), (64, 64, 4, 3)],
-        128: [(128, 64, 8, 3), (128, 64, 4, 3), (128, 128, 8, 2), (64, 64, 4, 3)],
+        64: [(128, 64, 8, 3), (128, 128, 8, 3), (128, 64, 4, 3),
+             (64, 64, 4, 3)],
+        128: [(128, 64, 8, 3), (128, 128, 8, 2), (128, 64, 8, 2),
+              (64, 64, 4, 3)],
         256: [(64, 64, 4, 2), (64, 32, 4, 2), (128, 32, 8, 2)],
     }
     _DKDV_SPACE = {
-        64: [(32, 128, 4, 3), (64, 128, 8, 3), (64, 64, 4, 3)],
-        128: [(64, 128, 8, 2), (32, 128, 8, 2), (32, 64, 4, 3), (64, 64, 4, 2)],
-        256: [(32, 64, 4, 2), (16, 64, 4, 2), (32, 32, 4, 2)],
+        64: [(64, 128, 8, 3), (64, 64, 4, 3), (32, 64, 4, 3), (128, 128, 8, 2)],
+        128: [(32, 128, 8, 2), (32, 128, 8, 3), (32, 64, 4, 3), (64, 64, 8, 2)],
+        256: [(16, 32, 4, 2), (32, 32, 4, 2), (16, 64, 8, 2)],
     }
     _DQ_SPACE = {
-        64: [(128, 32, 4, 3), (128, 64, 8, 3), (64, 64, 4, 3)],
-        128: [(128, 32, 4, 3), (128, 64, 8, 2), (64, 64, 4, 3), (64, 32, 4, 3)],
+        64: [(128, 64, 8, 3), (128, 32, 4, 3), (64, 64, 4, 3)],
+        128: [(128, 64, 8, 2), (64, 64, 4, 3), (64, 32, 4, 3), (128, 32, 8, 3)],
         256: [(64, 32, 4, 2), (64, 64, 4, 2), (32, 32, 4, 2)],
     }
+    # float32 inputs (3xTF32 dots): tiles twice as many bytes and three MMAs
+    # per dot, so small tiles; fp32 is for accuracy, not for speed.
+    _FWD_SPACE_FP32 = {
+        64: [(64, 32, 4, 2), (32, 32, 4, 2)],
+        128: [(32, 32, 4, 2)],
+        256: [(16, 32, 4, 2)],
+    }
+    _DKDV_SPACE_FP32 = {
+        64: [(32, 32, 4, 2), (16, 32, 4, 2)],
+        128: [(16, 32, 4, 2)],
+        256: [(16, 16, 4, 2)],
+    }
+    _DQ_SPACE_FP32 = {
+        64: [(32, 32, 4, 2)],
+        128: [(32, 32, 4, 2)],
+        256: [(16, 32, 4, 2)],
+    }
 
-_AUTOTUNE = os.environ.get("MMKERAS_TRITON_AUTOTUNE", "1").strip() not in ("0", "false")
+_AUTOTUNE = os.environ.get("MMKERAS_TRITON_AUTOTUNE", "1").strip().lower()
+_AUTOTUNE = _AUTOTUNE not in ("0", "false", "no", "off")
 
 
 def set_autotune(enabled):
@@ -115,25 +141,38 @@ def _head_class(block_h):
     return _HEAD_CLASSES[-1]
 
 
-def _make_autotune(space):
+def _make_autotune(space, space_fp32):
     by_tuple = {}
-    for entries in space.values():
+    for entries in list(space.values()) + list(space_fp32.values()):
         for e in entries:
             if e not in by_tuple:
                 bm, bn, warps, stages = e
                 by_tuple[e] = triton.Config(
-                    {"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=warps, num_stages=stages
+                    {"BLOCK_M": bm, "BLOCK_N": bn},
+                    num_warps=warps,
+                    num_stages=stages,
                 )
 
     def prune(configs, named_args, **kwargs):
         block_h = kwargs.get("BLOCK_H", named_args.get("BLOCK_H", 64))
         t_len = named_args.get("T_BUCKET", 1 << 30)
         s_len = named_args.get("S_BUCKET", 1 << 30)
-        wanted = [by_tuple[e] for e in space[_head_class(block_h)]]
+        precision = kwargs.get("PRECISION", named_args.get("PRECISION"))
+        fp32 = precision in _FP32_PRECISIONS
+        chosen = space_fp32 if fp32 else space
+        # Pick from the configs handed in (torch.compile passes its own).
+        given = {
+            (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps,
+             c.num_stages): c
+            for c in configs
+        }
+        wanted = [given[e] for e in chosen[_head_class(block_h)] if e in given]
+        wanted = wanted or list(configs[:1])
         # Short sequences: no tile much longer than the sequence.
         short = [
             c for c in wanted
-            if c.kwargs["BLOCK_M"] <= max(64, t_len) and c.kwargs["BLOCK_N"] <= max(64, s_len)
+            if c.kwargs["BLOCK_M"] <= max(64, t_len)
+            and c.kwargs["BLOCK_N"] <= max(64, s_len)
         ]
         wanted = short or wanted
         return wanted if _AUTOTUNE else wanted[:1]
@@ -154,11 +193,14 @@ _TUNE_KEY = ["T_BUCKET", "S_BUCKET", "BLOCK_H", "IS_CAUSAL", "HAS_MASK"]
 
 
 @triton.jit
-def _load_tile(ptrs, rows, cols, R, C, CHECK_R: tl.constexpr, CHECK_C: tl.constexpr):
+def _load_tile(
+    ptrs, rows, cols, R, C, CHECK_R: tl.constexpr, CHECK_C: tl.constexpr
+):
     """Loads a 2-D tile; out-of-range elements read as 0."""
     if CHECK_R:
         if CHECK_C:
-            x = tl.load(ptrs, mask=(rows[:, None] < R) & (cols[None, :] < C), other=0.0)
+            inb = (rows[:, None] < R) & (cols[None, :] < C)
+            x = tl.load(ptrs, mask=inb, other=0.0)
         else:
             x = tl.load(ptrs, mask=rows[:, None] < R, other=0.0)
     else:
@@ -170,7 +212,9 @@ def _load_tile(ptrs, rows, cols, R, C, CHECK_R: tl.constexpr, CHECK_C: tl.conste
 
 
 @triton.jit
-def _store_tile(ptrs, x, rows, cols, R, C, CHECK_R: tl.constexpr, CHECK_C: tl.constexpr):
+def _store_tile(
+    ptrs, x, rows, cols, R, C, CHECK_R: tl.constexpr, CHECK_C: tl.constexpr
+):
     if CHECK_R:
         if CHECK_C:
             tl.store(ptrs, x, mask=(rows[:, None] < R) & (cols[None, :] < C))
@@ -187,13 +231,16 @@ def _store_tile(ptrs, x, rows, cols, R, C, CHECK_R: tl.constexpr, CHECK_C: tl.co
 def _mm(a, b, acc, PRECISION: tl.constexpr):
     """tl.dot with fp32 accumulation.
 
-    PRECISION "ieee" (fp32 inputs) disables tf32. "interp_bf16" works around
+    PRECISION "ieee" / "tf32x3" (fp32 inputs) keep fp32 accuracy; None is
+    the backend default for 16-bit inputs. "interp_bf16" works around
     the CPU interpreter, whose dot multiplies the raw uint16 storage of
     bfloat16 tiles: the operands are widened to fp32 first, which gives the
     same products (bf16 x bf16 is exact in fp32).
     """
     if PRECISION == "interp_bf16":
-        c = tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee")
+        a = a.to(tl.float32)
+        b = b.to(tl.float32)
+        c = tl.dot(a, b, acc, input_precision="ieee")
     else:
         c = tl.dot(a, b, acc, input_precision=PRECISION)
     return c
@@ -207,7 +254,7 @@ def _cast(x, dtype: tl.constexpr, PRECISION: tl.constexpr):
     even), which would double the rounding error of the tests; round on the
     fp32 bits first so that the final cast is exact.
     """
-    if PRECISION == "interp_bf16":
+    if PRECISION == "interp_bf16" and dtype == tl.bfloat16:
         bits = x.to(tl.uint32, bitcast=True)
         bits = bits + 0x7FFF + ((bits >> 16) & 1)
         x = ((bits >> 16) << 16).to(tl.float32, bitcast=True)
@@ -266,7 +313,9 @@ def _fwd_inner(
             s = tl.where(keep, s, float("-inf"))
         if HAS_MASK:
             s = tl.where(
-                _load_mask(mask_base, offs_m, offs_n, stride_mt, stride_ms, T, S),
+                _load_mask(
+                    mask_base, offs_m, offs_n, stride_mt, stride_ms, T, S
+                ),
                 s, float("-inf"),
             )
         m_new = tl.maximum(m_i, tl.max(s, 1))
@@ -358,16 +407,20 @@ def _attn_fwd_kernel(
     empty = l_i == 0.0
     l_safe = tl.where(empty, 1.0, l_i)
     out = acc / l_safe[:, None]
-    lse = tl.where(empty, float("inf"), (m_i + tl.math.log2(l_safe)) / 1.4426950408889634)
+    lse = (m_i + tl.math.log2(l_safe)) / 1.4426950408889634  # log2 -> ln
+    lse = tl.where(empty, float("inf"), lse)
 
     _store_tile(
         o_base + offs_m[:, None] * stride_ot + offs_h[None, :] * stride_oh,
-        _cast(out, Out.dtype.element_ty, PRECISION), offs_m, offs_h, T, H, True, not EVEN_H,
+        _cast(out, Out.dtype.element_ty, PRECISION),
+        offs_m, offs_h, T, H, True, not EVEN_H,
     )
     tl.store(Lse + pid_bn.to(tl.int64) * T + offs_m, lse, mask=offs_m < T)
 
 
-_attn_fwd = _make_autotune(_FWD_SPACE)(_attn_fwd_kernel)
+_attn_fwd = _make_autotune(_FWD_SPACE, _FWD_SPACE_FP32)(
+    _attn_fwd_kernel
+)
 
 
 # --------------------------------------------------------------------------
@@ -385,7 +438,7 @@ def _bwd_preprocess_kernel(
     BLOCK_H: tl.constexpr,
     BLOCK_M: tl.constexpr,
 ):
-    """Delta[b, n, t] = sum_h dO * O  (minus dLse when the lse has a gradient)."""
+    """Delta[b, n, t] = sum_h dO * O (minus dLse when lse has a gradient)."""
     pid_m = tl.program_id(0)
     pid_bn = tl.program_id(1)
     off_b = (pid_bn // N).to(tl.int64)
@@ -442,8 +495,9 @@ def _dkdv_inner(
             offs_m, offs_h, T, H, CHECK_M, not EVEN_H,
         )
         if CHECK_M:
-            lse2 = tl.load(lse_base + offs_m, mask=offs_m < T, other=float("inf"))
-            delta = tl.load(delta_base + offs_m, mask=offs_m < T, other=0.0)
+            in_t = offs_m < T
+            lse2 = tl.load(lse_base + offs_m, mask=in_t, other=float("inf"))
+            delta = tl.load(delta_base + offs_m, mask=in_t, other=0.0)
         else:
             lse2 = tl.load(lse_base + offs_m)
             delta = tl.load(delta_base + offs_m)
@@ -452,10 +506,13 @@ def _dkdv_inner(
         # Masked logits become -inf before exp2, so P is exactly 0 there and
         # no intermediate overflows.
         if CAUSAL_BLOCK:
-            s_t = tl.where(offs_m[None, :] >= offs_n[:, None], s_t, float("-inf"))
+            causal = offs_m[None, :] >= offs_n[:, None]
+            s_t = tl.where(causal, s_t, float("-inf"))
         if HAS_MASK:
             # Mask tile loaded transposed: element (j, i) = mask[i, j].
-            allowed = _load_mask(mask_base, offs_n, offs_m, stride_ms, stride_mt, S, T)
+            allowed = _load_mask(
+                mask_base, offs_n, offs_m, stride_ms, stride_mt, S, T
+            )
             s_t = tl.where(allowed, s_t, float("-inf"))
         p_t = tl.math.exp2(s_t - lse2[None, :])
         dv = _mm(_cast(p_t, do.dtype, PRECISION), do, dv, PRECISION)
@@ -475,7 +532,7 @@ def _attn_bwd_dkdv_kernel(
     stride_mb, stride_mn, stride_mt, stride_ms,
     stride_dkb, stride_dks, stride_dkn, stride_dkh,
     stride_dvb, stride_dvs, stride_dvn, stride_dvh,
-    N, KH, T, S, H, GROUP,
+    N, KH, T, S, H, GROUP, KV_DIV,
     sm_scale, qk_scale,
     T_BUCKET, S_BUCKET,
     IS_CAUSAL: tl.constexpr,
@@ -486,10 +543,18 @@ def _attn_bwd_dkdv_kernel(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
+    """dK, dV of one key block of one (batch, dk/dv head).
+
+    Normal mode: KH = K programs per batch, each summing over its GROUP query
+    heads, KV_DIV = 1. Split mode (few programs, grouped-query): KH = N,
+    GROUP = 1, KV_DIV = N // K, and DK/DV are per-query-head fp32 buffers
+    that the launcher sums.
+    """
     pid_n = tl.program_id(0)
     pid_bk = tl.program_id(1)
     off_b = pid_bk // KH
     off_kv = pid_bk % KH
+    off_src = (off_kv // KV_DIV).to(tl.int64)
     b64 = off_b.to(tl.int64)
 
     start_n = pid_n * BLOCK_N
@@ -497,12 +562,12 @@ def _attn_bwd_dkdv_kernel(
     offs_h = tl.arange(0, BLOCK_H)
 
     k = _load_tile(
-        K + b64 * stride_kb + off_kv.to(tl.int64) * stride_kn
+        K + b64 * stride_kb + off_src * stride_kn
         + offs_n[:, None] * stride_ks + offs_h[None, :] * stride_kh,
         offs_n, offs_h, S, H, True, not EVEN_H,
     )
     v = _load_tile(
-        V + b64 * stride_vb + off_kv.to(tl.int64) * stride_vn
+        V + b64 * stride_vb + off_src * stride_vn
         + offs_n[:, None] * stride_vs + offs_h[None, :] * stride_vh,
         offs_n, offs_h, S, H, True, not EVEN_H,
     )
@@ -532,9 +597,11 @@ def _attn_bwd_dkdv_kernel(
             mask_base = Mask + b64 * stride_mb + off_n * stride_mn
         if IS_CAUSAL:
             dk, dv = _dkdv_inner(
-                dk, dv, k, v, q_base, do_base, Lse + row0, Delta + row0, mask_base,
+                dk, dv, k, v, q_base, do_base, Lse + row0, Delta + row0,
+                mask_base,
                 offs_n, offs_h, lo, diag_hi,
-                stride_qt, stride_qh, stride_dt, stride_dh, stride_mt, stride_ms,
+                stride_qt, stride_qh, stride_dt, stride_dh,
+                stride_mt, stride_ms,
                 T, S, H, qk_scale,
                 BLOCK_M, EVEN_H, True, True, HAS_MASK, PRECISION,
             )
@@ -557,12 +624,14 @@ def _attn_bwd_dkdv_kernel(
     _store_tile(
         DK + b64 * stride_dkb + off_kv.to(tl.int64) * stride_dkn
         + offs_n[:, None] * stride_dks + offs_h[None, :] * stride_dkh,
-        _cast(dk, DK.dtype.element_ty, PRECISION), offs_n, offs_h, S, H, True, not EVEN_H,
+        _cast(dk, DK.dtype.element_ty, PRECISION),
+        offs_n, offs_h, S, H, True, not EVEN_H,
     )
     _store_tile(
         DV + b64 * stride_dvb + off_kv.to(tl.int64) * stride_dvn
         + offs_n[:, None] * stride_dvs + offs_h[None, :] * stride_dvh,
-        _cast(dv, DV.dtype.element_ty, PRECISION), offs_n, offs_h, S, H, True, not EVEN_H,
+        _cast(dv, DV.dtype.element_ty, PRECISION),
+        offs_n, offs_h, S, H, True, not EVEN_H,
     )
 
 
@@ -600,7 +669,9 @@ def _dq_inner(
             s = tl.where(keep, s, float("-inf"))
         if HAS_MASK:
             s = tl.where(
-                _load_mask(mask_base, offs_m, offs_n, stride_mt, stride_ms, T, S),
+                _load_mask(
+                    mask_base, offs_m, offs_n, stride_mt, stride_ms, T, S
+                ),
                 s, float("-inf"),
             )
         p = tl.math.exp2(s - lse2[:, None])
@@ -660,7 +731,8 @@ def _attn_bwd_dq_kernel(
         offs_m, offs_h, T, H, True, not EVEN_H,
     )
     row = pid_bn.to(tl.int64) * T + offs_m
-    lse2 = tl.load(Lse + row, mask=offs_m < T, other=float("inf")) * 1.4426950408889634
+    lse2 = tl.load(Lse + row, mask=offs_m < T, other=float("inf"))
+    lse2 = lse2 * 1.4426950408889634
     delta = tl.load(Delta + row, mask=offs_m < T, other=0.0)
     dq = tl.zeros([BLOCK_M, BLOCK_H], dtype=tl.float32)
 
@@ -689,12 +761,17 @@ def _attn_bwd_dq_kernel(
     _store_tile(
         DQ + b64 * stride_dqb + off_n.to(tl.int64) * stride_dqn
         + offs_m[:, None] * stride_dqt + offs_h[None, :] * stride_dqh,
-        _cast(dq, DQ.dtype.element_ty, PRECISION), offs_m, offs_h, T, H, True, not EVEN_H,
+        _cast(dq, DQ.dtype.element_ty, PRECISION),
+        offs_m, offs_h, T, H, True, not EVEN_H,
     )
 
 
-_attn_bwd_dkdv = _make_autotune(_DKDV_SPACE)(_attn_bwd_dkdv_kernel)
-_attn_bwd_dq = _make_autotune(_DQ_SPACE)(_attn_bwd_dq_kernel)
+_attn_bwd_dkdv = _make_autotune(_DKDV_SPACE, _DKDV_SPACE_FP32)(
+    _attn_bwd_dkdv_kernel
+)
+_attn_bwd_dq = _make_autotune(_DQ_SPACE, _DQ_SPACE_FP32)(
+    _attn_bwd_dq_kernel
+)
 
 
 # --------------------------------------------------------------------------
@@ -716,6 +793,26 @@ def _empty(shape, dtype, device):
     return torch.empty(shape, dtype=dtype, device=device)
 
 
+# Test hook: None = decide by the GPU's SM count; True/False forces the
+# grouped-query split of the dK/dV pass (see _backward_impl).
+_FORCE_GQA_SPLIT = None
+
+
+def _split_gqa(num_programs, device):
+    if _FORCE_GQA_SPLIT is not None:
+        return bool(_FORCE_GQA_SPLIT)
+    if device.type != "cuda":
+        return False
+    return num_programs < _sm_count(device.index)
+
+
+@functools.lru_cache(maxsize=None)
+def _sm_count(index):
+    return torch.cuda.get_device_properties(
+        torch.cuda.current_device() if index is None else index
+    ).multi_processor_count
+
+
 def _bucket(n):
     """Autotune key for a length: next power of two (at least 16)."""
     return max(16, triton.next_power_of_2(int(n)))
@@ -725,11 +822,25 @@ def _block_h(h):
     return max(16, triton.next_power_of_2(int(h)))
 
 
+_FP32_PRECISIONS = ("ieee", "tf32x3")
+
+
+@functools.lru_cache(maxsize=None)
+def _fp32_gpu_precision():
+    # 3xTF32 on NVIDIA: tensor cores with about fp32 accuracy (the plain fp32
+    # "ieee" FMA path spills registers badly and compiles for a minute).
+    try:
+        backend = triton.runtime.driver.active.get_current_target().backend
+    except Exception:
+        backend = "cuda"
+    return "tf32x3" if backend == "cuda" else "ieee"
+
+
 def _precision(dtype):
-    # fp32 inputs: full-precision dot (no tf32), so fp32 stays fp32-accurate.
+    # fp32 inputs: never plain tf32, so fp32 stays fp32-accurate.
     # Other dtypes: the backend default (the option only affects fp32).
     if dtype == torch.float32:
-        return "ieee"
+        return "ieee" if _INTERPRET else _fp32_gpu_precision()
     if dtype == torch.bfloat16 and _INTERPRET:
         return "interp_bf16"
     return None
@@ -738,15 +849,19 @@ def _precision(dtype):
 def _check_inputs(q, k, v, mask, scale):
     for name, x in (("q", q), ("k", k), ("v", v)):
         if not isinstance(x, torch.Tensor):
-            raise TypeError(f"`{name}` must be a torch.Tensor. Received: {type(x)}")
+            raise TypeError(
+                f"`{name}` must be a torch.Tensor. Received: {type(x)}"
+            )
         if x.ndim != 4:
+            layout = "(B, T, N, H)" if name == "q" else "(B, S, K, H)"
             raise ValueError(
-                f"`{name}` must have rank 4 ({'(B, T, N, H)' if name == 'q' else '(B, S, K, H)'})."
-                f" Received: shape={tuple(x.shape)}"
+                f"`{name}` must have rank 4 {layout}. "
+                f"Received: shape={tuple(x.shape)}"
             )
         if x.dtype not in _SUPPORTED_DTYPES:
             raise TypeError(
-                f"`{name}` must be float16, bfloat16 or float32. Received: dtype={x.dtype}"
+                f"`{name}` must be float16, bfloat16 or float32. "
+                f"Received: dtype={x.dtype}"
             )
     if k.dtype != q.dtype or v.dtype != q.dtype:
         raise TypeError(
@@ -756,17 +871,20 @@ def _check_inputs(q, k, v, mask, scale):
     B, T, N, H = q.shape
     if k.shape != v.shape or k.shape[0] != B or k.shape[3] != H:
         raise ValueError(
-            "`k` and `v` must have shape (B, S, K, H) matching `q` (B, T, N, H). "
-            f"Received: q={tuple(q.shape)}, k={tuple(k.shape)}, v={tuple(v.shape)}"
+            "`k` and `v` must have shape (B, S, K, H) matching `q` "
+            f"(B, T, N, H). Received: q={tuple(q.shape)}, "
+            f"k={tuple(k.shape)}, v={tuple(v.shape)}"
         )
     KH = k.shape[2]
     if KH == 0 or N % KH != 0:
         raise ValueError(
-            "The number of query heads N must be a multiple of the number of key/value "
-            f"heads K. Received: N={N}, K={KH}"
+            "The number of query heads N must be a multiple of the number "
+            f"of key/value heads K. Received: N={N}, K={KH}"
         )
     if not 1 <= H <= MAX_HEAD_DIM:
-        raise ValueError(f"Head dim H must be in [1, {MAX_HEAD_DIM}]. Received: H={H}")
+        raise ValueError(
+            f"Head dim H must be in [1, {MAX_HEAD_DIM}]. Received: H={H}"
+        )
     if q.device != k.device or q.device != v.device:
         raise ValueError(
             "`q`, `k` and `v` must be on one device. "
@@ -780,14 +898,16 @@ def _check_inputs(q, k, v, mask, scale):
                 f"Received: {getattr(mask, 'dtype', type(mask))}"
             )
         full = (B, N, T, S)
-        if mask.ndim != 4 or any(d not in (1, f) for d, f in zip(mask.shape, full)):
+        dims_ok = all(d in (1, f) for d, f in zip(mask.shape, full))
+        if mask.ndim != 4 or not dims_ok:
             raise ValueError(
                 "`mask` must have rank 4 with every dim 1 or the full size of "
                 f"(B, N, T, S)={full}. Received: shape={tuple(mask.shape)}"
             )
         if mask.device != q.device:
             raise ValueError(
-                f"`mask` must be on the device of `q` ({q.device}). Received: {mask.device}"
+                f"`mask` must be on the device of `q` ({q.device}). "
+                f"Received: {mask.device}"
             )
     if scale is None:
         scale = 1.0 / math.sqrt(H)
@@ -798,7 +918,9 @@ def _mask_args(mask, q):
     """Returns (pointer tensor, 4 strides) for an optional bool mask."""
     if mask is None:
         return q, (0, 0, 0, 0)  # pointer unused (HAS_MASK=False)
-    strides = tuple(0 if mask.shape[i] == 1 else mask.stride(i) for i in range(4))
+    strides = tuple(
+        0 if mask.shape[i] == 1 else mask.stride(i) for i in range(4)
+    )
     return mask.view(torch.uint8), strides
 
 
@@ -808,7 +930,9 @@ def _check_runnable():
         raise RuntimeError(reason)
 
 
-def _forward_impl(q, k, v, mask=None, is_causal=False, scale=None, wrap=_identity):
+def _forward_impl(
+    q, k, v, mask=None, is_causal=False, scale=None, wrap=_identity
+):
     B, T, N, H, S, KH, scale = _check_inputs(q, k, v, mask, scale)
     is_causal = bool(is_causal)
     out = _empty_like(q)
@@ -847,10 +971,11 @@ def _backward_impl(
 ):
     B, T, N, H, S, KH, scale = _check_inputs(q, k, v, mask, scale)
     is_causal = bool(is_causal)
-    if tuple(out.shape) != tuple(q.shape) or tuple(dout.shape) != tuple(q.shape):
+    if tuple(out.shape) != q.shape or tuple(dout.shape) != q.shape:
         raise ValueError(
             "`out` and `dout` must have the shape of `q`. "
-            f"Received: q={tuple(q.shape)}, out={tuple(out.shape)}, dout={tuple(dout.shape)}"
+            f"Received: q={tuple(q.shape)}, out={tuple(out.shape)}, "
+            f"dout={tuple(dout.shape)}"
         )
     if tuple(lse.shape) != (B, N, T) or lse.dtype != torch.float32:
         raise ValueError(
@@ -859,7 +984,8 @@ def _backward_impl(
         )
     if dlse is not None and tuple(dlse.shape) != (B, N, T):
         raise ValueError(
-            f"`dlse` must have shape (B, N, T)={(B, N, T)}. Received: {tuple(dlse.shape)}"
+            f"`dlse` must have shape (B, N, T)={(B, N, T)}. "
+            f"Received: {tuple(dlse.shape)}"
         )
     dq = _empty_like(q)
     dk = _empty_like(k)
@@ -887,14 +1013,25 @@ def _backward_impl(
         BLOCK_M=pre_block,
     )
 
+    # Grouped-query heads with too few (batch, kv head, key block) programs to
+    # fill the GPU: one program per query head into fp32 buffers, summed below.
+    split = group > 1 and _split_gqa(B * KH * triton.cdiv(S, 128), q.device)
+    if split:
+        dk_buf = _empty((B, S, N, H), torch.float32, q.device)
+        dv_buf = _empty((B, S, N, H), torch.float32, q.device)
+        heads, launch_group, kv_div = N, 1, group
+    else:
+        dk_buf, dv_buf = dk, dv
+        heads, launch_group, kv_div = KH, group, 1
+
     def grid_kv(meta):
-        return (triton.cdiv(S, meta["BLOCK_N"]), B * KH)
+        return (triton.cdiv(S, meta["BLOCK_N"]), B * heads)
 
     wrap(_attn_bwd_dkdv)[grid_kv](
-        q, k, v, dout, mask_ptr, lse, delta, dk, dv,
+        q, k, v, dout, mask_ptr, lse, delta, dk_buf, dv_buf,
         *q.stride(), *k.stride(), *v.stride(), *dout.stride(), *ms,
-        *dk.stride(), *dv.stride(),
-        N, KH, T, S, H, group,
+        *dk_buf.stride(), *dv_buf.stride(),
+        N, heads, T, S, H, launch_group, kv_div,
         scale, scale * _LOG2E,
         _bucket(T), _bucket(S),
         IS_CAUSAL=is_causal,
@@ -909,7 +1046,8 @@ def _backward_impl(
 
     wrap(_attn_bwd_dq)[grid_q](
         q, k, v, dout, mask_ptr, lse, delta, dq,
-        *q.stride(), *k.stride(), *v.stride(), *dout.stride(), *ms, *dq.stride(),
+        *q.stride(), *k.stride(), *v.stride(), *dout.stride(), *ms,
+        *dq.stride(),
         N, T, S, H, group,
         scale, scale * _LOG2E,
         _bucket(T), _bucket(S),
@@ -919,6 +1057,9 @@ def _backward_impl(
         EVEN_H=even_h,
         PRECISION=precision,
     )
+    if split:
+        dk = dk_buf.view(B, S, KH, group, H).sum(3).to(k.dtype)
+        dv = dv_buf.view(B, S, KH, group, H).sum(3).to(v.dtype)
     return dq, dk, dv
 
 
@@ -942,7 +1083,9 @@ def forward(q, k, v, mask=None, is_causal=False, scale=None):
     return _forward_impl(q, k, v, mask, is_causal, scale)
 
 
-def backward(q, k, v, out, lse, dout, mask=None, is_causal=False, scale=None, dlse=None):
+def backward(
+    q, k, v, out, lse, dout, mask=None, is_causal=False, scale=None, dlse=None
+):
     """Fused attention backward pass (FlashAttention-2 recomputation).
 
     Args:

@@ -2,7 +2,7 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import encoders, inputs_of, shapes_of
+from model_helpers import encoders, inputs_of, shapes_of
 from mmkeras import losses, models
 
 NAMES = ["audio", "image"]

@@ -2,7 +2,7 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import assert_same, encoders, inputs_of, shapes_of
+from model_helpers import assert_same, encoders, inputs_of, shapes_of
 from mmkeras import layers, models
 
 NAMES = ["image", "text", "audio"]

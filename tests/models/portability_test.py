@@ -8,7 +8,7 @@ import sys
 import keras
 import numpy as np
 
-from conftest import encoders, inputs_of, shapes_of
+from model_helpers import encoders, inputs_of, shapes_of
 from mmkeras import layers, models
 
 NAMES = ["image", "text", "audio"]

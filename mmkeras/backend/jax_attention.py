@@ -1,7 +1,14 @@
-"""JAX glue: XLA FFI custom calls under `jax.custom_vjp`.
+"""JAX glue: one `jax.custom_vjp` over two kernel implementations.
 
-Works eagerly, inside `jax.jit` and under `jax.vmap` (leading dims are folded
-into the batch by the handler).
+- CPU: XLA FFI custom calls into the C++ kernel. Works eagerly, inside
+  `jax.jit` and under `jax.vmap` (leading dims are folded into the batch by
+  the handler).
+- GPU: Pallas kernels (`mmkeras.triton_kernels.pallas_attention`), which
+  Pallas lowers to Triton on NVIDIA GPUs. `interpret` runs the same kernels
+  in Pallas' interpreter on any platform (tests on CPU-only machines).
+
+The implementation is chosen from the query's platform when the op is
+called or traced (`jax.default_backend()` for tracers).
 """
 
 import ctypes
@@ -88,19 +95,67 @@ def _backward_call(q, k, v, mask, out, lse, dout, is_causal, scale):
     )
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
-def _attention(q, k, v, mask, is_causal, scale):
-    return _forward_call(q, k, v, mask, is_causal, scale)[0]
+# Implementations ("path", a static argument of the custom_vjp):
+_CPU = "cpu"  # XLA FFI -> C++
+_GPU = "gpu"  # Pallas compiled for the GPU (Triton)
+_INTERPRET = "interpret"  # the Pallas kernels in Pallas' interpreter
+_GPU_PLATFORMS = frozenset({"gpu", "cuda", "rocm"})
+
+# Test hook: a path that replaces the platform's choice (e.g. "interpret" to
+# run the GPU kernels through the op layer on a CPU-only machine).
+_FORCE_PATH = None
 
 
-def _attention_fwd(q, k, v, mask, is_causal, scale):
-    out, lse = _forward_call(q, k, v, mask, is_causal, scale)
+def _pallas():
+    """(pallas_attention module, None) or (None, why it is not usable)."""
+    try:
+        from mmkeras.triton_kernels import pallas_attention
+    except ImportError as e:
+        return None, f"the Pallas kernels cannot be imported: {e}"
+    reason = pallas_attention.unavailable_reason()
+    return (None, reason) if reason else (pallas_attention, None)
+
+
+def _forward_impl(path, q, k, v, mask, is_causal, scale):
+    if path == _CPU:
+        return _forward_call(q, k, v, mask, is_causal, scale)
+    module, reason = _pallas()
+    if module is None:
+        raise RuntimeError(reason)
+    return module.forward(
+        q, k, v, mask, is_causal, scale, interpret=path == _INTERPRET
+    )
+
+
+def _backward_impl(path, q, k, v, mask, out, lse, dout, is_causal, scale):
+    if path == _CPU:
+        return _backward_call(
+            q, k, v, mask, out, lse, dout, is_causal, scale
+        )
+    module, reason = _pallas()
+    if module is None:
+        raise RuntimeError(reason)
+    return module.backward(
+        q, k, v, out, lse, dout, mask, is_causal, scale,
+        interpret=path == _INTERPRET,
+    )
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
+def _attention(q, k, v, mask, is_causal, scale, path):
+    return _forward_impl(path, q, k, v, mask, is_causal, scale)[0]
+
+
+def _attention_fwd(q, k, v, mask, is_causal, scale, path):
+    out, lse = _forward_impl(path, q, k, v, mask, is_causal, scale)
     return out, (q, k, v, mask, out, lse)
 
 
-def _attention_bwd(is_causal, scale, residuals, dout):
+def _attention_bwd(is_causal, scale, path, residuals, dout):
     q, k, v, mask, out, lse = residuals
-    dq, dk, dv = _backward_call(q, k, v, mask, out, lse, dout, is_causal, scale)
+    dq, dk, dv = _backward_impl(
+        path, q, k, v, mask, out, lse, dout, is_causal, scale
+    )
     return dq, dk, dv, None
 
 
@@ -113,23 +168,52 @@ def _platforms(array):
     return {d.platform for d in array.devices()}
 
 
-def unavailable_reason(query):
+def _path(query):
+    """(path, None), or (None, why no native kernel takes this array)."""
+    if _FORCE_PATH is not None:
+        return _FORCE_PATH, None
     platforms = _platforms(query)
-    if platforms != {"cpu"}:
-        return (
-            f"the JAX native kernel runs on the CPU; the array is on "
-            f"{sorted(platforms)}"
-        )
-    return _register()
+    if platforms == {"cpu"}:
+        return _CPU, None
+    if platforms and platforms <= _GPU_PLATFORMS:
+        return _GPU, None
+    return None, (
+        "the JAX native kernels run on the CPU (XLA FFI) and on GPUs "
+        f"(Pallas); the array is on {sorted(platforms)}"
+    )
+
+
+def _path_reason(path):
+    return _register() if path == _CPU else _pallas()[1]
+
+
+def unavailable_reason(query):
+    path, reason = _path(query)
+    return reason if path is None else _path_reason(path)
 
 
 def attention(query, key, value, mask, is_causal, scale):
-    reason = _register()
+    path, reason = _path(query)
+    reason = reason or _path_reason(path)
     if reason:
         raise RuntimeError(reason)
-    return _attention(query, key, value, mask, bool(is_causal), float(scale))
+    return _attention(
+        query, key, value, mask, bool(is_causal), float(scale), path
+    )
+
+
+def _gpu_reason():
+    try:
+        jax.devices("gpu")
+    except RuntimeError:
+        return "no GPU"
+    return _pallas()[1]
 
 
 def status():
     reason = _register()
-    return [("jax CPU (XLA FFI)", reason is None, reason)]
+    gpu_reason = _gpu_reason()
+    return [
+        ("jax CPU (XLA FFI)", reason is None, reason),
+        ("jax GPU (Pallas)", gpu_reason is None, gpu_reason),
+    ]

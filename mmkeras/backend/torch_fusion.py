@@ -215,7 +215,8 @@ def _triton_reason():
 def unavailable_reason(x):
     if x.device.type == "cuda":
         return _triton_reason()
-    if x.device.type != "cpu":
+    # "meta": Keras infers shapes on meta tensors (the ops' fake kernels).
+    if x.device.type not in ("cpu", "meta"):
         return (
             "the fusion and contrastive kernels have no implementation for "
             f"device type {x.device.type!r} (CPU and CUDA only)"

@@ -89,7 +89,6 @@ def _functions(backend, T):
         def sync(x):
             tf.nest.map_structure(lambda t: t.numpy(), x)
     else:
-        import torch
         import torch.nn.functional as F
 
         qt, kt, vt = (x.transpose(1, 2).contiguous() for x in (q, k, v))

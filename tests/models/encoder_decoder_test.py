@@ -1,7 +1,7 @@
 import keras
 import numpy as np
 
-from model_helpers import assert_same, encoders, inputs_of, shapes_of
+from model_helpers import assert_same, encoders, shapes_of
 from mmkeras import models
 from mmkeras.data import WordTokenizer
 

@@ -8,7 +8,6 @@ documented in flash_attention.py, so odd lengths span several partial blocks.
 
 import math
 import os
-import re
 
 import numpy as np
 import pytest

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mmkeras.backend import build
+from mmkeras.backend.jax_common import platforms
 
 _FWD = "mmkeras_attention_fwd"
 _BWD = "mmkeras_attention_bwd"
@@ -162,24 +163,18 @@ def _attention_bwd(is_causal, scale, path, residuals, dout):
 _attention.defvjp(_attention_fwd, _attention_bwd)
 
 
-def _platforms(array):
-    if isinstance(array, jax.core.Tracer):  # placed where the trace runs
-        return {jax.default_backend()}
-    return {d.platform for d in array.devices()}
-
-
 def _path(query):
     """(path, None), or (None, why no native kernel takes this array)."""
     if _FORCE_PATH is not None:
         return _FORCE_PATH, None
-    platforms = _platforms(query)
-    if platforms == {"cpu"}:
+    where = platforms(query)
+    if where == {"cpu"}:
         return _CPU, None
-    if platforms and platforms <= _GPU_PLATFORMS:
+    if where and where <= _GPU_PLATFORMS:
         return _GPU, None
     return None, (
         "the JAX native kernels run on the CPU (XLA FFI) and on GPUs "
-        f"(Pallas); the array is on {sorted(platforms)}"
+        f"(Pallas); the array is on {sorted(where)}"
     )
 
 

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mmkeras.backend import build
-from mmkeras.backend.jax_attention import _platforms
+from mmkeras.backend.jax_common import platforms
 
 _TARGETS = {
     "mmkeras_gated_fusion_fwd": "MmkerasGatedFusionForward",
@@ -159,11 +159,11 @@ _contrastive.defvjp(_contrastive_fwd, _contrastive_bwd)
 
 
 def unavailable_reason(x):
-    platforms = _platforms(x)
-    if platforms != {"cpu"}:
+    where = platforms(x)
+    if where != {"cpu"}:
         return (
             f"the JAX fusion kernels run on the CPU; the array is on "
-            f"{sorted(platforms)}"
+            f"{sorted(where)}"
         )
     return _register()
 

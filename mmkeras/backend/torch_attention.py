@@ -8,12 +8,9 @@ from typing import Optional
 
 import torch
 
-from mmkeras import _import_guard
 from mmkeras.backend import cpu_module
-
-
-def _numpy(t):
-    return t.detach().contiguous().numpy()
+from mmkeras.backend.torch_common import as_numpy
+from mmkeras.backend.torch_common import triton_reason
 
 
 @torch.library.custom_op("mmkeras::attention_fwd", mutates_args=())
@@ -29,10 +26,10 @@ def attention_fwd(
     if kernels is None:
         raise RuntimeError(reason)
     out, lse = kernels.attention_forward(
-        _numpy(q),
-        _numpy(k),
-        _numpy(v),
-        None if mask is None else _numpy(mask),
+        as_numpy(q),
+        as_numpy(k),
+        as_numpy(v),
+        None if mask is None else as_numpy(mask),
         is_causal,
         scale,
     )
@@ -61,13 +58,13 @@ def attention_bwd(
     if kernels is None:
         raise RuntimeError(reason)
     grads = kernels.attention_backward(
-        _numpy(q),
-        _numpy(k),
-        _numpy(v),
-        _numpy(out),
-        _numpy(lse),
-        _numpy(dout),
-        None if mask is None else _numpy(mask),
+        as_numpy(q),
+        as_numpy(k),
+        as_numpy(v),
+        as_numpy(out),
+        as_numpy(lse),
+        as_numpy(dout),
+        None if mask is None else as_numpy(mask),
         is_causal,
         scale,
     )
@@ -99,13 +96,7 @@ attention_fwd.register_autograd(_backward, setup_context=_setup_context)
 
 
 def _triton_reason():
-    if _import_guard.TRITON_BLOCKED_REASON:
-        return _import_guard.TRITON_BLOCKED_REASON
-    try:
-        from mmkeras.triton_kernels import torch_ops  # noqa: F401
-    except ImportError as e:
-        return f"Triton is not usable: {e}"
-    return None
+    return triton_reason("torch_ops")
 
 
 def unavailable_reason(query):

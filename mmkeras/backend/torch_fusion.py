@@ -10,9 +10,9 @@ from typing import Optional
 
 import torch
 
-from mmkeras import _import_guard
 from mmkeras.backend import cpu_module
-from mmkeras.backend.torch_attention import _numpy
+from mmkeras.backend.torch_common import as_numpy
+from mmkeras.backend.torch_common import triton_reason
 
 
 def _kernels():
@@ -23,7 +23,7 @@ def _kernels():
 
 
 def _optional(t):
-    return None if t is None else _numpy(t)
+    return None if t is None else as_numpy(t)
 
 
 # ---------------------------------------------------------------- gated fusion
@@ -33,7 +33,7 @@ def _optional(t):
 def gated_fusion_fwd(
     h: torch.Tensor, g: torch.Tensor, mask: Optional[torch.Tensor]
 ) -> torch.Tensor:
-    out = _kernels().gated_fusion_forward(_numpy(h), _numpy(g), _optional(mask))
+    out = _kernels().gated_fusion_forward(as_numpy(h), as_numpy(g), _optional(mask))
     return torch.from_numpy(out)
 
 
@@ -50,7 +50,7 @@ def gated_fusion_bwd(
     dout: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     dh, dg = _kernels().gated_fusion_backward(
-        _numpy(h), _numpy(g), _optional(mask), _numpy(dout)
+        as_numpy(h), as_numpy(g), _optional(mask), as_numpy(dout)
     )
     return torch.from_numpy(dh), torch.from_numpy(dg)
 
@@ -80,7 +80,7 @@ gated_fusion_fwd.register_autograd(_gated_backward, setup_context=_gated_setup)
 def low_rank_fusion_fwd(
     f: torch.Tensor, mask: Optional[torch.Tensor]
 ) -> torch.Tensor:
-    out = _kernels().low_rank_fusion_forward(_numpy(f), _optional(mask))
+    out = _kernels().low_rank_fusion_forward(as_numpy(f), _optional(mask))
     return torch.from_numpy(out)
 
 
@@ -94,7 +94,7 @@ def low_rank_fusion_bwd(
     f: torch.Tensor, mask: Optional[torch.Tensor], dout: torch.Tensor
 ) -> torch.Tensor:
     df = _kernels().low_rank_fusion_backward(
-        _numpy(f), _optional(mask), _numpy(dout)
+        as_numpy(f), _optional(mask), as_numpy(dout)
     )
     return torch.from_numpy(df)
 
@@ -130,7 +130,7 @@ def contrastive_fwd(
     sigmoid: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     loss, lse = _kernels().contrastive_forward(
-        _numpy(a), _numpy(b), _numpy(scale), _optional(bias), sigmoid
+        as_numpy(a), as_numpy(b), as_numpy(scale), _optional(bias), sigmoid
     )
     return torch.from_numpy(loss), torch.from_numpy(lse)
 
@@ -151,12 +151,12 @@ def contrastive_bwd(
     sigmoid: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     grads = _kernels().contrastive_backward(
-        _numpy(a),
-        _numpy(b),
-        _numpy(scale),
+        as_numpy(a),
+        as_numpy(b),
+        as_numpy(scale),
         _optional(bias),
-        _numpy(lse),
-        _numpy(dloss),
+        as_numpy(lse),
+        as_numpy(dloss),
         sigmoid,
     )
     return tuple(torch.from_numpy(g) for g in grads)
@@ -203,13 +203,7 @@ def _triton():
 
 
 def _triton_reason():
-    if _import_guard.TRITON_BLOCKED_REASON:
-        return _import_guard.TRITON_BLOCKED_REASON
-    try:
-        _triton()
-    except ImportError as e:
-        return f"Triton is not usable: {e}"
-    return None
+    return triton_reason("torch_fusion_ops")
 
 
 def unavailable_reason(x):

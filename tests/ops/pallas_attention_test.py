@@ -255,10 +255,10 @@ def test_empty_inputs():
 
 def test_platform_dispatch_and_status(monkeypatch):
     x = jnp.zeros((1, 2, 1, 4), jnp.float32)
-    monkeypatch.setattr(jax_attention, "_platforms", lambda a: {"gpu"})
+    monkeypatch.setattr(jax_attention, "platforms", lambda a: {"gpu"})
     assert jax_attention._path(x) == (jax_attention._GPU, None)
     assert jax_attention.unavailable_reason(x) is None
-    monkeypatch.setattr(jax_attention, "_platforms", lambda a: {"tpu"})
+    monkeypatch.setattr(jax_attention, "platforms", lambda a: {"tpu"})
     assert "tpu" in jax_attention.unavailable_reason(x)
     monkeypatch.undo()
     assert jax_attention._path(x) == (jax_attention._CPU, None)

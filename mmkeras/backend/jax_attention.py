@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mmkeras.backend import build
+from mmkeras.backend import jax_sharding
 from mmkeras.backend.jax_common import platforms
 
 _FWD = "mmkeras_attention_fwd"
@@ -117,29 +118,51 @@ def _pallas():
     return (None, reason) if reason else (pallas_attention, None)
 
 
-def _forward_impl(path, q, k, v, mask, is_causal, scale):
+@functools.cache
+def _local_calls(path, has_mask, is_causal, scale):
+    """The kernel calls of one configuration on (local) arrays:
+    forward(q, k, v, mask) -> (out, lse) and
+    backward(q, k, v, mask, out, lse, dout) -> (dq, dk, dv); `mask` is the
+    placeholder of `_mask_operand` when `has_mask` is False. Cached, so each
+    configuration gets one partitioned wrapper (`jax_sharding`)."""
+
+    def mask_of(mask):
+        return mask if has_mask else None
+
     if path == _CPU:
-        return _forward_call(q, k, v, mask, is_causal, scale)
+        def forward(q, k, v, mask):
+            return _forward_call(q, k, v, mask_of(mask), is_causal, scale)
+
+        def backward(q, k, v, mask, out, lse, dout):
+            return _backward_call(q, k, v, mask_of(mask), out, lse, dout,
+                                  is_causal, scale)
+        return forward, backward
+
     module, reason = _pallas()
     if module is None:
         raise RuntimeError(reason)
-    return module.forward(
-        q, k, v, mask, is_causal, scale, interpret=path == _INTERPRET
-    )
+    interpret = path == _INTERPRET
+
+    def forward(q, k, v, mask):
+        return module.forward(q, k, v, mask_of(mask), is_causal, scale,
+                              interpret=interpret)
+
+    def backward(q, k, v, mask, out, lse, dout):
+        return module.backward(q, k, v, out, lse, dout, mask_of(mask),
+                               is_causal, scale, interpret=interpret)
+    return forward, backward
+
+
+def _forward_impl(path, q, k, v, mask, is_causal, scale):
+    forward, _ = _local_calls(path, mask is not None, is_causal, scale)
+    return jax_sharding.partitioned_forward(forward)(
+        q, k, v, _mask_operand(mask))
 
 
 def _backward_impl(path, q, k, v, mask, out, lse, dout, is_causal, scale):
-    if path == _CPU:
-        return _backward_call(
-            q, k, v, mask, out, lse, dout, is_causal, scale
-        )
-    module, reason = _pallas()
-    if module is None:
-        raise RuntimeError(reason)
-    return module.backward(
-        q, k, v, out, lse, dout, mask, is_causal, scale,
-        interpret=path == _INTERPRET,
-    )
+    _, backward = _local_calls(path, mask is not None, is_causal, scale)
+    return jax_sharding.partitioned_backward(backward)(
+        q, k, v, _mask_operand(mask), out, lse, dout)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))

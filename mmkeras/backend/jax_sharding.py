@@ -74,17 +74,23 @@ def _shapes(value_types):
     return [tuple(t.shape) for t in value_types]
 
 
+# Sequence and head-dim factors: gathered before the call (in order of first
+# appearance in the rules, as Shardy requires).
+_REPLICATED = {"need_replication_factors": ("t", "h", "s")}
+
+
 def _forward_rule(mesh, value_types, result_types):
     q, k, _, mask = _shapes(value_types)
-    return (f"b t n h, b s k h, b s k h, {_mask_factors(mask, q, k)} "
-            "-> b t n h, b n t", {"need_replication_factors": ("t", "h", "s")})
+    rule = (f"b t n h, b s k h, b s k h, {_mask_factors(mask, q, k)} "
+            "-> b t n h, b n t")
+    return rule, _REPLICATED
 
 
 def _backward_rule(mesh, value_types, result_types):
     q, k, _, mask = _shapes(value_types)[:4]
-    return (f"b t n h, b s k h, b s k h, {_mask_factors(mask, q, k)}, "
-            "b t n h, b n t, b t n h -> b t n h, b s k h, b s k h",
-            {"need_replication_factors": ("t", "h", "s")})
+    rule = (f"b t n h, b s k h, b s k h, {_mask_factors(mask, q, k)}, "
+            "b t n h, b n t, b t n h -> b t n h, b s k h, b s k h")
+    return rule, _REPLICATED
 
 
 def _specs(mesh, arg_shapes):

@@ -1,0 +1,104 @@
+"""Scale-out on the engines Keras users already have.
+
+`plan(mode)` returns a `Plan` for the current Keras backend; mmkeras adds no
+communication layer of its own:
+
+- jax: `keras.distribution.DataParallel` / `ModelParallel` (with
+  `layout_map()` for the attention and fusion weights). The fused kernels are
+  partitioned by XLA: every device runs them on its own batch and head shard.
+- tensorflow: `tf.distribute.MirroredStrategy` (data only).
+- torch: `torch.nn.parallel.DistributedDataParallel` in a process group
+  started by `torchrun` (gloo on the CPU, nccl on GPUs; data only).
+
+A training script uses a plan the same way on every backend:
+
+```python
+plan = mmkeras.distribution.plan("data")
+with plan.scope():                       # build, compile and fit inside
+    model = build_and_compile()
+    model = plan.prepare(model)          # torch: attaches DDP
+    x, y, batch_size = plan.shard((x, y), global_batch_size)
+    model.fit(x, y, batch_size=batch_size)
+if plan.is_chief:
+    model.save("model.keras")
+plan.close()
+```
+"""
+
+import contextlib
+
+import keras
+
+MODES = ("data", "model")
+
+
+class Plan:
+    """How one training run is spread over devices or processes.
+
+    The defaults describe a single process on one device; each backend
+    module overrides what its engine needs.
+
+    Attributes:
+        mode: "data" or "model".
+        rank: index of this process (0 except under torchrun).
+        world_size: number of processes.
+    """
+
+    mode = None
+    rank = 0
+    world_size = 1
+
+    @property
+    def is_chief(self):
+        """True in the process that prints and writes results."""
+        return self.rank == 0
+
+    def scope(self):
+        """Context to build, compile and fit the model in."""
+        return contextlib.nullcontext()
+
+    def prepare(self, model):
+        """Called with the built and compiled model; returns the model."""
+        return model
+
+    def shard(self, arrays, batch_size):
+        """This process's part of `arrays` (a nest of arrays with a common
+        first dim) for a global batch of `batch_size`, and the per-process
+        batch size to give to `fit`. Batch i of this process holds rows
+        `[i*batch_size + rank*local, i*batch_size + (rank+1)*local)`, so the
+        processes together see exactly the single-device batches."""
+        return arrays, batch_size
+
+    def describe(self):
+        """One line for logs: engine, devices, mode."""
+        return "single device"
+
+    def close(self):
+        """Releases what the plan set up (distribution, process group)."""
+
+
+def plan(mode, backend=None):
+    """The distribution plan for `mode` on `backend` (default: Keras').
+
+    Args:
+        mode: "data" (replicate the model, split every batch) or "model"
+            (shard the weights too; JAX only, as in Keras).
+        backend: "jax", "tensorflow" or "torch"; default the current one.
+
+    Returns:
+        A `Plan`.
+    """
+    if mode not in MODES:
+        raise ValueError(f"Argument `mode` must be one of {MODES}. "
+                         f"Received: mode={mode!r}")
+    backend = backend or keras.backend.backend()
+    if backend == "jax":
+        from mmkeras.distribution import jax as impl
+    elif backend == "tensorflow":
+        from mmkeras.distribution import tensorflow as impl
+    elif backend == "torch":
+        from mmkeras.distribution import torch as impl
+    else:
+        raise ValueError("Argument `backend` must be one of jax, tensorflow, "
+                         f"torch. Received: backend={backend!r}")
+    return impl.plan(mode)

@@ -65,10 +65,13 @@ def train(args):
         metrics = job.train(task=args.task, fusion=args.fusion,
                             epochs=args.epochs, data=args.data, out=args.out,
                             seed=args.seed,
-                            max_train_samples=args.max_train_samples)
+                            max_train_samples=args.max_train_samples,
+                            distribute=args.distribute)
     except (ValueError, FileNotFoundError) as e:
         print(f"mmkeras train: error: {e}", file=sys.stderr)
         return 2
+    if metrics is None:  # not the chief process of a torchrun job
+        return 0
     print()
     print(job.results_table(metrics))
     out = args.out or f"mmkeras_out/{args.task}"
@@ -133,6 +136,11 @@ def build_parser():
     p_train.add_argument("--max-train-samples", type=_positive_int,
                          default=None, metavar="N",
                          help="train on at most N samples (a quick run)")
+    p_train.add_argument(
+        "--distribute", choices=("data", "model"), default=None,
+        help="scale out with the backend's own engine: data = replicas "
+        "(jax DataParallel, tf MirroredStrategy, torch DDP under torchrun), "
+        "model = jax ModelParallel (weights sharded over a 'model' axis)")
     p_train.set_defaults(func=train)
 
     p_bench = sub.add_parser(

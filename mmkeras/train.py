@@ -15,6 +15,7 @@ Tasks (each a model of `mmkeras.models`, trained with `model.fit`):
 
 import json
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -22,6 +23,7 @@ import keras
 import numpy as np
 
 import mmkeras
+from mmkeras import distribution
 from mmkeras import layers
 from mmkeras import losses
 from mmkeras import models
@@ -94,28 +96,41 @@ def _compile_args():
     return dict(optimizer=keras.optimizers.Adam(2e-3))
 
 
-def _fit(model, x, y, val, epochs, batch_size=64):
-    start = time.perf_counter()
-    history = model.fit(x, y, validation_data=val, epochs=epochs,
-                        batch_size=batch_size, verbose=2)
+def _fit(plan, build, x, y, val, epochs, batch_size=64):
+    """Builds the compiled model (`build()`) in the plan's scope and trains
+    it on global batches of `batch_size`; returns (model, history, seconds
+    per epoch). Evaluation happens after, outside the scope."""
+    with plan.scope():
+        model = build()
+        model.build()  # DDP (torch) needs the weights to exist
+        model = plan.prepare(model)
+        (x, y), local_batch_size = plan.shard((x, y), batch_size)
+        val = plan.even_batches(val, batch_size)
+        start = time.perf_counter()
+        history = model.fit(x, y, validation_data=val, epochs=epochs,
+                            batch_size=local_batch_size,
+                            verbose=2 if plan.is_chief else 0)
     seconds = (time.perf_counter() - start) / max(epochs, 1)
-    return history.history, seconds
+    return model, history.history, seconds
 
 
 def _pick(split, names):
     return {n: split[n] for n in names}
 
 
-def run_classify(data, modalities, epochs, fusion, out, seed):
+def run_classify(data, modalities, epochs, fusion, out, seed, plan):
     train, val, test, info = (data["train"], data["validation"], data["test"],
                               data["info"])
-    model = models.FusionClassifier(
-        {m: _encoder(m, info) for m in modalities},
-        {m: train[m].shape[1:] for m in modalities},
-        FUSIONS[fusion](HIDDEN), num_classes=len(info["class_names"]),
-        dropout=0.1)
-    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(
-        from_logits=True), metrics=["accuracy"], **_compile_args())
+
+    def build():
+        model = models.FusionClassifier(
+            {m: _encoder(m, info) for m in modalities},
+            {m: train[m].shape[1:] for m in modalities},
+            FUSIONS[fusion](HIDDEN), num_classes=len(info["class_names"]),
+            dropout=0.1)
+        model.compile(loss=keras.losses.SparseCategoricalCrossentropy(
+            from_logits=True), metrics=["accuracy"], **_compile_args())
+        return model
     # ModDrop on the data: every modality is dropped with probability 0.3
     # (at least one stays), so the model also works with modalities missing.
     rng = np.random.default_rng(seed)
@@ -125,8 +140,8 @@ def run_classify(data, modalities, epochs, fusion, out, seed):
     val_x = {**_pick(val, modalities),
              "modality_mask": np.ones((len(val["label"]), len(modalities)),
                                       bool)}
-    history, per_epoch = _fit(model, x, train["label"],
-                              (val_x, val["label"]), epochs)
+    model, history, per_epoch = _fit(plan, build, x, train["label"],
+                                     (val_x, val["label"]), epochs)
     test_x = _pick(test, modalities)
     n = len(test["label"])
 
@@ -165,25 +180,29 @@ def _digit_of(words):
     return found[0] if len(set(found)) == 1 else None
 
 
-def run_caption(data, modalities, epochs, fusion, out, seed):
+def run_caption(data, modalities, epochs, fusion, out, seed, plan):
     train, val, test, info = (data["train"], data["validation"], data["test"],
                               data["info"])
     tokenizer = WordTokenizer(info["vocabulary"])
     length = info["caption_length"]
-    model = models.EncoderDecoder(
-        {"image": _encoder("image", info)}, {"image": train["image"].shape[1:]},
-        target="text", hidden_dim=HIDDEN, num_layers=2,
-        vocabulary_size=len(info["vocabulary"]), max_target_length=length)
-    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(
-        from_logits=True, ignore_class=0), **_compile_args())
+
+    def build():
+        model = models.EncoderDecoder(
+            {"image": _encoder("image", info)},
+            {"image": train["image"].shape[1:]},
+            target="text", hidden_dim=HIDDEN, num_layers=2,
+            vocabulary_size=len(info["vocabulary"]), max_target_length=length)
+        model.compile(loss=keras.losses.SparseCategoricalCrossentropy(
+            from_logits=True, ignore_class=0), **_compile_args())
+        return model
 
     def teacher_forced(split):
         ids = tokenizer.encode(list(split["text_raw"]), length,
                                add_start_end=True)
         return {"image": split["image"], "decoder_tokens": ids[:, :-1]}, ids[:, 1:]
 
-    history, per_epoch = _fit(model, *teacher_forced(train),
-                              teacher_forced(val), epochs)
+    model, history, per_epoch = _fit(plan, build, *teacher_forced(train),
+                                     teacher_forced(val), epochs)
     generated = model.generate({"image": test["image"]})
     texts = tokenizer.decode(generated)
     end = info["vocabulary"].index("<end>")
@@ -201,17 +220,22 @@ def run_caption(data, modalities, epochs, fusion, out, seed):
     return model, history, per_epoch, metrics
 
 
-def run_retrieve(data, modalities, epochs, fusion, out, seed):
+def run_retrieve(data, modalities, epochs, fusion, out, seed, plan):
     train, val, test, info = (data["train"], data["validation"], data["test"],
                               data["info"])
     towers = ["audio", "image"]
-    model = models.DualEncoder({t: _encoder(t, info) for t in towers},
-                               {t: train[t].shape[1:] for t in towers},
-                               embedding_dim=64, kind="softmax")
-    model.compile(loss=losses.ContrastiveLoss(kind="softmax", learnable=True),
-                  metrics=[models.RecallAtK(1)], **_compile_args())
-    history, per_epoch = _fit(
-        model, _pick(train, towers), np.zeros(len(train["label"])),
+
+    def build():
+        model = models.DualEncoder({t: _encoder(t, info) for t in towers},
+                                   {t: train[t].shape[1:] for t in towers},
+                                   embedding_dim=64, kind="softmax")
+        model.compile(
+            loss=losses.ContrastiveLoss(kind="softmax", learnable=True),
+            metrics=[models.RecallAtK(1)], **_compile_args())
+        return model
+
+    model, history, per_epoch = _fit(
+        plan, build, _pick(train, towers), np.zeros(len(train["label"])),
         (_pick(val, towers), np.zeros(len(val["label"]))), epochs)
     audio = model.encode(test["audio"], "audio")
     images = model.encode(test["image"], "image")
@@ -246,16 +270,21 @@ def digit_reader(train, epochs=40):
     return reader
 
 
-def run_text2image(data, modalities, epochs, fusion, out, seed):
+def run_text2image(data, modalities, epochs, fusion, out, seed, plan):
     train, val, test, info = (data["train"], data["validation"], data["test"],
                               data["info"])
-    model = models.EncoderDecoder(
-        {"text": _encoder("text", info)}, {"text": train["text"].shape[1:]},
-        target="image", target_shape=train["image"].shape[1:], patch_size=4,
-        hidden_dim=HIDDEN, num_layers=2)
-    model.compile(loss="mse", **_compile_args())
-    history, per_epoch = _fit(model, {"text": train["text"]}, train["image"],
-                              ({"text": val["text"]}, val["image"]), epochs)
+
+    def build():
+        model = models.EncoderDecoder(
+            {"text": _encoder("text", info)}, {"text": train["text"].shape[1:]},
+            target="image", target_shape=train["image"].shape[1:],
+            patch_size=4, hidden_dim=HIDDEN, num_layers=2)
+        model.compile(loss="mse", **_compile_args())
+        return model
+
+    model, history, per_epoch = _fit(
+        plan, build, {"text": train["text"]}, train["image"],
+        ({"text": val["text"]}, val["image"]), epochs)
     generated = model.generate({"text": test["text"]})
     reader = digit_reader(train)
     read = reader.predict(generated, verbose=0).argmax(-1)
@@ -274,8 +303,9 @@ RUNNERS = {"classify": run_classify, "caption": run_caption,
 
 
 def train(task="classify", fusion="gated", epochs=None, data=None, out=None,
-          seed=0, max_train_samples=None):
-    """Runs one task end to end; returns the metrics dict.
+          seed=0, max_train_samples=None, distribute=None):
+    """Runs one task end to end; returns the metrics dict (None in the
+    other processes of a multi-process run).
 
     Writes to `out` only after training and evaluation succeeded: the
     `.keras` model, `metrics.json` and the PNG plots.
@@ -288,6 +318,9 @@ def train(task="classify", fusion="gated", epochs=None, data=None, out=None,
         out: output folder (default: mmkeras_out/TASK).
         seed: seed of the data split, the weights and the sampling.
         max_train_samples: train on at most this many samples (quick runs).
+        distribute: None (one device), "data" or "model": the scale-out
+            plan of `mmkeras.distribution` for the current backend. Under
+            torchrun only the chief process (rank 0) writes `out`.
     """
     if task not in TASKS:
         raise ValueError(f"Argument `task` must be one of {TASKS}. "
@@ -300,6 +333,18 @@ def train(task="classify", fusion="gated", epochs=None, data=None, out=None,
         raise ValueError("Argument `epochs` must be a positive integer. "
                          f"Received: epochs={epochs!r}")
     out = Path(out or Path("mmkeras_out") / task)
+    plan = (distribution.plan(distribute) if distribute is not None
+            else distribution.Plan())
+    try:
+        return _train(plan, task, fusion, epochs, data, out, seed,
+                      max_train_samples)
+    finally:
+        plan.close()
+
+
+def _train(plan, task, fusion, epochs, data, out, seed, max_train_samples):
+    if plan.is_chief:
+        print(f"mmkeras train: {task} on {plan.describe()}", flush=True)
     keras.utils.set_random_seed(seed)
     dataset, modalities = load_data(task, data, seed)  # validates first
     if max_train_samples is not None:
@@ -310,15 +355,21 @@ def train(task="classify", fusion="gated", epochs=None, data=None, out=None,
         dataset["train"] = {k: v[:max_train_samples]
                             for k, v in dataset["train"].items()}
     mmkeras.kernels.reset_usage()
-    staging = out.with_name(out.name + ".partial")
+    # Only the chief writes results; other processes draw into a scratch
+    # folder that is thrown away.
+    staging = (out.with_name(out.name + ".partial") if plan.is_chief
+               else Path(tempfile.mkdtemp(prefix="mmkeras_rank")))
     staging.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     try:
         model, history, per_epoch, metrics = RUNNERS[task](
-            dataset, modalities, epochs, fusion, staging, seed)
+            dataset, modalities, epochs, fusion, staging, seed, plan)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    if not plan.is_chief:
+        shutil.rmtree(staging, ignore_errors=True)
+        return None
     metrics.update(
         task=task, backend=keras.backend.backend(), epochs=epochs,
         seconds_per_epoch=per_epoch,
@@ -327,6 +378,7 @@ def train(task="classify", fusion="gated", epochs=None, data=None, out=None,
                  for op, impls in mmkeras.kernels.usage().items()},
         data=str(data) if data else "built-in digits (scikit-learn)",
         modalities=modalities,
+        distribution=plan.describe(),
     )
     if task == "classify":
         metrics["fusion"] = fusion

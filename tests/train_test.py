@@ -96,3 +96,69 @@ def test_help_runs_for_each_command():
                                "--help"], capture_output=True, text=True,
                               env=dict(os.environ))
         assert proc.returncode == 0 and "usage" in proc.stdout
+
+
+def test_distribute_data(tmp_path, capsys):
+    """`--distribute data` with the backend's engine: one process on
+    jax/tensorflow; on torch two gloo processes under torchrun, of which
+    only the chief writes the results."""
+    import keras
+
+    out = tmp_path / "classify"
+    args = ["train", "--task", "classify", "--epochs", "1",
+            "--max-train-samples", "96", "--out", str(out),
+            "--distribute", "data"]
+    if keras.backend.backend() == "torch":
+        done = subprocess.run(
+            [sys.executable, "-m", "torch.distributed.run",
+             "--nproc_per_node", "2", "--master_port", str(_free_port()),
+             "-m", "mmkeras.cli", *args],
+            env=dict(os.environ, KERAS_BACKEND="torch"), cwd=tmp_path,
+            capture_output=True, text=True, timeout=300, check=False)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert done.stdout.count("wrote the model") == 1  # the chief only
+    else:
+        assert cli.main(args) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    engine = {"jax": "DataParallel", "tensorflow": "MirroredStrategy",
+              "torch": "DistributedDataParallel (gloo), process 0 of 2"}
+    assert engine[keras.backend.backend()] in metrics["distribution"]
+    assert metrics["kernels"]["fused_attention"] == ["native"]
+    assert (out / "model.keras").stat().st_size > 1000
+
+
+def test_distribute_model_needs_jax(tmp_path, capsys):
+    import keras
+
+    if keras.backend.backend() == "jax":
+        pytest.skip("model parallelism is the JAX path; its training is "
+                    "tested on 4 virtual devices in tests/distribution")
+    code = cli.main(["train", "--epochs", "1", "--max-train-samples", "32",
+                     "--out", str(tmp_path / "o"), "--distribute", "model"])
+    assert code == 2
+    assert "jax" in capsys.readouterr().err.lower()
+    assert not (tmp_path / "o").exists()
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_distribute_data_on_torch_needs_torchrun(tmp_path, capsys,
+                                                 monkeypatch):
+    import keras
+
+    if keras.backend.backend() != "torch":
+        pytest.skip("torch DDP runs one process per device under torchrun; "
+                    "other backends distribute inside one process")
+    for name in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    code = cli.main(["train", "--epochs", "1", "--out", str(tmp_path / "o"),
+                     "--distribute", "data"])
+    assert code == 2
+    assert "torchrun" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

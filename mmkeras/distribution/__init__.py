@@ -16,9 +16,12 @@ A training script uses a plan the same way on every backend:
 plan = mmkeras.distribution.plan("data")
 with plan.scope():                       # build, compile and fit inside
     model = build_and_compile()
+    model.build()                        # weights exist before `prepare`
     model = plan.prepare(model)          # torch: attaches DDP
-    x, y, batch_size = plan.shard((x, y), global_batch_size)
+    (x, y), batch_size = plan.shard((x, y), global_batch_size)
     model.fit(x, y, batch_size=batch_size)
+# Predict and evaluate outside the scope: the trained weights stay where
+# they are and the inputs need not split evenly over the devices.
 if plan.is_chief:
     model.save("model.keras")
 plan.close()
@@ -69,6 +72,13 @@ class Plan:
         processes together see exactly the single-device batches."""
         return arrays, batch_size
 
+    def even_batches(self, arrays, batch_size):
+        """`arrays` trimmed so that every batch of `batch_size`, the last
+        one included, splits evenly over the data-parallel devices (for
+        validation data, which every process sees whole). Identity where
+        the engine takes uneven batches."""
+        return arrays
+
     def describe(self):
         """One line for logs: engine, devices, mode."""
         return "single device"
@@ -77,13 +87,16 @@ class Plan:
         """Releases what the plan set up (distribution, process group)."""
 
 
-def plan(mode, backend=None):
+def plan(mode, backend=None, **options):
     """The distribution plan for `mode` on `backend` (default: Keras').
 
     Args:
         mode: "data" (replicate the model, split every batch) or "model"
             (shard the weights too; JAX only, as in Keras).
         backend: "jax", "tensorflow" or "torch"; default the current one.
+        **options: passed to the backend's `plan` (jax: `model_parallel`,
+            `devices`; tensorflow: `devices`, `strategy`; torch: `backend`,
+            `timeout_s`, `find_unused_parameters`).
 
     Returns:
         A `Plan`.
@@ -101,4 +114,4 @@ def plan(mode, backend=None):
     else:
         raise ValueError("Argument `backend` must be one of jax, tensorflow, "
                          f"torch. Received: backend={backend!r}")
-    return impl.plan(mode)
+    return impl.plan(mode, **options)

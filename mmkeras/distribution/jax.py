@@ -77,8 +77,10 @@ class JaxPlan(base.Plan):
         return self.distribution.scope()
 
     def shard(self, arrays, batch_size):
-        # Every batch must split evenly over the batch axis: keep a whole
-        # number of batch-axis shards in the last, partial batch.
+        # Keras splits every global batch over the "batch" axis itself.
+        return self.even_batches(arrays, batch_size), batch_size
+
+    def even_batches(self, arrays, batch_size):
         shards = self.distribution.device_mesh.shape[0]
         if batch_size % shards:
             raise ValueError(
@@ -86,7 +88,7 @@ class JaxPlan(base.Plan):
                 f"number of data-parallel shards ({shards}).")
         n = len(keras.tree.flatten(arrays)[0])
         keep = n - (n % batch_size) % shards
-        return keras.tree.map_structure(lambda a: a[:keep], arrays), batch_size
+        return keras.tree.map_structure(lambda a: a[:keep], arrays)
 
     def describe(self):
         mesh = self.distribution.device_mesh

@@ -132,6 +132,51 @@ class MultimodalModel(keras.Model):
             out[name] = ops.zeros((batch_size, *self.input_shapes[name]), dtype)
         return out
 
+    # -- training ---------------------------------------------------------
+
+    if keras.backend.backend() == "torch":
+
+        def train_step(self, data):
+            """Keras's torch `train_step`, with the forward pass through the
+            `DistributedDataParallel` wrapper that `mmkeras.distribution`
+            attaches (`plan.prepare`), if any.
+
+            DDP averages the gradients over the processes only in a backward
+            pass whose forward pass ran through the wrapper; Keras's own step
+            calls `self(...)`, so every process would train on its own
+            gradients. Without a wrapper this is Keras's step unchanged.
+            """
+            ddp = self.__dict__.get("_ddp_module")
+            if ddp is None:
+                return super().train_step(data)
+            import torch
+
+            # From here on: keras/src/backend/torch/trainer.py, train_step,
+            # with `ddp(...)` in place of `self(...)`.
+            x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+            if self._call_has_training_arg:
+                y_pred = ddp(x, training=True)
+            else:
+                y_pred = ddp(x)
+            self.zero_grad()
+            loss = self._compute_loss(x=x, y=y, y_pred=y_pred,
+                                      sample_weight=sample_weight,
+                                      training=True)
+            self._loss_tracker.update_state(
+                loss, sample_weight=next(
+                    i for i in keras.tree.flatten(x) if i is not None
+                ).shape[0])
+            if self.optimizer is not None:
+                loss = self.optimizer.scale_loss(loss)
+            # DDP needs trainable weights, so there are some.
+            loss.backward()  # DDP's hooks all-reduce the gradients here
+            trainable_weights = self.trainable_weights[:]
+            gradients = [v.value.grad for v in trainable_weights]
+            with torch.no_grad():
+                self.optimizer.apply(gradients, trainable_weights)
+            return self.compute_metrics(x, y, y_pred,
+                                        sample_weight=sample_weight)
+
     # -- serialization ----------------------------------------------------
 
     def get_build_config(self):

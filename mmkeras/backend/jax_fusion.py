@@ -3,7 +3,9 @@ for `gated_fusion`, `low_rank_fusion` and `contrastive_loss` (contracts in
 kernels/cpu/fusion.h and contrastive.h).
 
 Works eagerly and inside `jax.jit`; under `jax.vmap` the calls run once per
-mapped element (`vmap_method="sequential"`).
+mapped element (`vmap_method="sequential"`). Under `jax.jit` with sharded
+inputs the gated and low-rank kernels run on each device's (batch, feature)
+shard (`jax_sharding`).
 """
 
 import ctypes
@@ -14,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mmkeras.backend import build
+from mmkeras.backend import jax_sharding
 from mmkeras.backend.jax_common import platforms
 
 _TARGETS = {
@@ -70,11 +73,41 @@ def _has(x):
 # ---------------------------------------------------------------- gated fusion
 
 
+@functools.cache
+def _fusion_calls(has_mask):
+    """The gated and low-rank kernel calls on (local) arrays, partitioned
+    by `jax_sharding`; `mask` is the placeholder when `has_mask` is 0."""
+    flag = np.int64(has_mask)
+
+    def gated_forward(h, g, mask):
+        return _call("mmkeras_gated_fusion_fwd", h.shape[1:])(
+            h, g, mask, has_mask=flag)
+
+    def gated_backward(h, g, mask, dout):
+        return _call("mmkeras_gated_fusion_bwd", h.shape, g.shape)(
+            h, g, mask, dout, has_mask=flag)
+
+    def low_rank_forward(f, mask):
+        return _call("mmkeras_low_rank_fusion_fwd", f.shape[2:])(
+            f, mask, has_mask=flag)
+
+    def low_rank_backward(f, mask, dout):
+        return _call("mmkeras_low_rank_fusion_bwd", f.shape)(
+            f, mask, dout, has_mask=flag)
+
+    return {
+        "gated": jax_sharding.partitioned_gated(gated_forward),
+        "gated_bwd": jax_sharding.partitioned_gated(gated_backward, True),
+        "low_rank": jax_sharding.partitioned_low_rank(low_rank_forward),
+        "low_rank_bwd": jax_sharding.partitioned_low_rank(low_rank_backward,
+                                                          True),
+    }
+
+
 @jax.custom_vjp
 def _gated(h, g, mask):
-    (out,) = _call("mmkeras_gated_fusion_fwd", h.shape[1:])(
-        h, g, _mask_operand(mask), has_mask=_has(mask)
-    )
+    (out,) = _fusion_calls(mask is not None)["gated"](
+        h, g, _mask_operand(mask))
     return out
 
 
@@ -84,9 +117,8 @@ def _gated_fwd(h, g, mask):
 
 def _gated_bwd(residuals, dout):
     h, g, mask = residuals
-    dh, dg = _call("mmkeras_gated_fusion_bwd", h.shape, g.shape)(
-        h, g, _mask_operand(mask), dout, has_mask=_has(mask)
-    )
+    dh, dg = _fusion_calls(mask is not None)["gated_bwd"](
+        h, g, _mask_operand(mask), dout)
     return dh, dg, None
 
 
@@ -98,9 +130,8 @@ _gated.defvjp(_gated_fwd, _gated_bwd)
 
 @jax.custom_vjp
 def _low_rank(f, mask):
-    (out,) = _call("mmkeras_low_rank_fusion_fwd", f.shape[2:])(
-        f, _mask_operand(mask), has_mask=_has(mask)
-    )
+    (out,) = _fusion_calls(mask is not None)["low_rank"](
+        f, _mask_operand(mask))
     return out
 
 
@@ -110,9 +141,8 @@ def _low_rank_fwd(f, mask):
 
 def _low_rank_bwd(residuals, dout):
     f, mask = residuals
-    (df,) = _call("mmkeras_low_rank_fusion_bwd", f.shape)(
-        f, _mask_operand(mask), dout, has_mask=_has(mask)
-    )
+    (df,) = _fusion_calls(mask is not None)["low_rank_bwd"](
+        f, _mask_operand(mask), dout)
     return df, None
 
 

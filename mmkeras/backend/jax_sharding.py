@@ -1,4 +1,4 @@
-"""Partitioning rules that let XLA run the fused attention on sharded arrays.
+"""Partitioning rules that let XLA run the fused kernels on sharded arrays.
 
 A custom call is opaque to XLA's partitioner: without a rule it gathers every
 operand onto each device and runs the kernel on the whole batch. Here each
@@ -12,7 +12,11 @@ or `ModelParallel`) every device runs the kernel on its own shard:
   N query heads and K kv heads contiguously in the same number of pieces
   keeps every query head with its kv head (head n uses kv head n // (N/K));
 - sequence and head-dim sharding are not supported: those dims are gathered
-  before the call (`need_replication`), which is correct, only not cheaper.
+  before the call (`need_replication`), which is correct, only not cheaper;
+- `gated_fusion` and `low_rank_fusion` are element-wise over (batch,
+  features): both dims may be sharded. `contrastive_loss` pairs every row
+  with every other, so it keeps XLA's default for custom calls (its small
+  (B, d) operands are gathered, as CLIP gathers embeddings).
 
 Single-device programs and `shard_map` bodies see the plain kernel call (JAX
 inlines the wrapped function there). `custom_partitioning` has no batching
@@ -42,18 +46,19 @@ def _axis_size(mesh, axis):
     return math.prod(mesh.shape[name] for name in names)
 
 
+def _even_axis(mesh, sharding, dim, size):
+    axis = _dim_axis(sharding, dim)
+    return axis if axis is not None and size % _axis_size(mesh, axis) == 0 \
+        else None
+
+
 def attention_axes(mesh, q_sharding, q_shape, kv_heads):
     """(batch axis, head axis) the kernel can run sharded over, from how the
     query arrives: an axis is kept when it evenly splits its dim (the head
     axis must also split the kv heads), else that dim is gathered."""
-    batch = _dim_axis(q_sharding, 0)
-    if batch is not None and q_shape[0] % _axis_size(mesh, batch):
-        batch = None
-    heads = _dim_axis(q_sharding, 2)
-    if heads is not None and (heads == batch
-                              or kv_heads % _axis_size(mesh, heads)):
-        heads = None
-    return batch, heads
+    batch = _even_axis(mesh, q_sharding, 0, q_shape[0])
+    heads = _even_axis(mesh, q_sharding, 2, kv_heads)
+    return batch, (None if heads == batch else heads)
 
 
 def _mask_spec(mask_shape, q_shape, batch, heads):
@@ -79,21 +84,21 @@ def _shapes(value_types):
 _REPLICATED = {"need_replication_factors": ("t", "h", "s")}
 
 
-def _forward_rule(mesh, value_types, result_types):
-    q, k, _, mask = _shapes(value_types)
+def _forward_rule(shapes):
+    q, k, _, mask = shapes
     rule = (f"b t n h, b s k h, b s k h, {_mask_factors(mask, q, k)} "
             "-> b t n h, b n t")
     return rule, _REPLICATED
 
 
-def _backward_rule(mesh, value_types, result_types):
-    q, k, _, mask = _shapes(value_types)[:4]
+def _backward_rule(shapes):
+    q, k, _, mask = shapes[:4]
     rule = (f"b t n h, b s k h, b s k h, {_mask_factors(mask, q, k)}, "
             "b t n h, b n t, b t n h -> b t n h, b s k h, b s k h")
     return rule, _REPLICATED
 
 
-def _specs(mesh, arg_shapes):
+def _attention_specs(mesh, arg_shapes):
     q, k, _, mask = arg_shapes[:4]
     batch, heads = attention_axes(mesh, q.sharding, q.shape, k.shape[2])
     seq = P(batch, None, heads, None)
@@ -101,37 +106,123 @@ def _specs(mesh, arg_shapes):
                                                   batch, heads)
 
 
-def _named(mesh, *specs):
+def _forward_specs(mesh, arg_shapes):
+    seq, lse, mask = _attention_specs(mesh, arg_shapes)
+    return (seq, lse), (seq, seq, seq, mask)
+
+
+def _backward_specs(mesh, arg_shapes):
+    seq, lse, mask = _attention_specs(mesh, arg_shapes)
+    return (seq, seq, seq), (seq, seq, seq, mask, seq, lse, seq)
+
+
+# ------------------------------------------------------------- fusion family
+# gated_fusion: h, g (M, B, D) and a (B, M) presence mask (or a (1, 1)
+# placeholder) -> (B, D); low_rank_fusion: f (M, R, B, O) -> (B, O). Both are
+# element-wise over (B, D|O): any even split of those two dims works.
+
+
+def _fusion_axes(mesh, x, batch_dim):
+    batch = _even_axis(mesh, x.sharding, batch_dim, x.shape[batch_dim])
+    feature = _even_axis(mesh, x.sharding, batch_dim + 1,
+                         x.shape[batch_dim + 1])
+    return batch, (None if feature == batch else feature)
+
+
+def _fusion_mask(mask_shape, batch_size):
+    return "b m" if mask_shape[0] == batch_size > 1 else "x y"
+
+
+def _mask_p(mask_shape, batch_size, batch):
+    return P(batch if mask_shape[0] == batch_size > 1 else None, None)
+
+
+def _gated_rule(shapes, backward):
+    h, _, mask = shapes[:3]
+    inputs = f"m b d, m b d, {_fusion_mask(mask, h[1])}"
+    rule = (f"{inputs}, b d -> m b d, m b d" if backward
+            else f"{inputs} -> b d")
+    return rule, {"need_replication_factors": ("m",)}
+
+
+def _gated_specs(mesh, arg_shapes, backward):
+    h, _, mask = arg_shapes[:3]
+    batch, feature = _fusion_axes(mesh, h, 1)
+    stacked, out = P(None, batch, feature), P(batch, feature)
+    inputs = (stacked, stacked, _mask_p(mask.shape, h.shape[1], batch))
+    if backward:
+        return (stacked, stacked), (*inputs, out)
+    return (out,), inputs
+
+
+def _low_rank_rule(shapes, backward):
+    f, mask = shapes[:2]
+    inputs = f"m r b o, {_fusion_mask(mask, f[2])}"
+    rule = f"{inputs}, b o -> m r b o" if backward else f"{inputs} -> b o"
+    return rule, {"need_replication_factors": ("m", "r")}
+
+
+def _low_rank_specs(mesh, arg_shapes, backward):
+    f, mask = arg_shapes[:2]
+    batch, feature = _fusion_axes(mesh, f, 2)
+    stacked, out = P(None, None, batch, feature), P(batch, feature)
+    inputs = (stacked, _mask_p(mask.shape, f.shape[2], batch))
+    if backward:
+        return (stacked,), (*inputs, out)
+    return (out,), inputs
+
+
+# ------------------------------------------------------------------ wrappers
+
+
+def _named(mesh, specs):
     return tuple(NamedSharding(mesh, spec) for spec in specs)
+
+
+def _partitioned(local, rule, specs):
+    """`local` (a kernel call on local arrays) as a partitioned call:
+    `rule(shapes)` gives the Shardy rule, `specs(mesh, arg_shapes)` the
+    (result, operand) partition specs each device runs `local` on."""
+
+    def partition(mesh, arg_shapes, result_shape):
+        results, operands = specs(mesh, arg_shapes)
+        return mesh, local, _named(mesh, results), _named(mesh, operands)
+
+    fn = custom_partitioning(local)
+    fn.def_partition(partition, sharding_rule=lambda mesh, values, results:
+                     rule(_shapes(values)))
+    return _plain_under_vmap(fn, local)
 
 
 @functools.cache
 def partitioned_forward(local):
     """`local(q, k, v, mask) -> (out, lse)` as a partitioned call."""
-
-    def partition(mesh, arg_shapes, result_shape):
-        seq, lse, mask = _specs(mesh, arg_shapes)
-        return (mesh, local, _named(mesh, seq, lse),
-                _named(mesh, seq, seq, seq, mask))
-
-    fn = custom_partitioning(local)
-    fn.def_partition(partition, sharding_rule=_forward_rule)
-    return _plain_under_vmap(fn, local)
+    return _partitioned(local, _forward_rule, _forward_specs)
 
 
 @functools.cache
 def partitioned_backward(local):
     """`local(q, k, v, mask, out, lse, dout) -> (dq, dk, dv)` as a
     partitioned call."""
+    return _partitioned(local, _backward_rule, _backward_specs)
 
-    def partition(mesh, arg_shapes, result_shape):
-        seq, lse, mask = _specs(mesh, arg_shapes)
-        return (mesh, local, _named(mesh, seq, seq, seq),
-                _named(mesh, seq, seq, seq, mask, seq, lse, seq))
 
-    fn = custom_partitioning(local)
-    fn.def_partition(partition, sharding_rule=_backward_rule)
-    return _plain_under_vmap(fn, local)
+@functools.cache
+def partitioned_gated(local, backward=False):
+    """gated_fusion's `local(h, g, mask) -> (out,)` (forward) or
+    `local(h, g, mask, dout) -> (dh, dg)` (backward), partitioned."""
+    return _partitioned(
+        local, functools.partial(_gated_rule, backward=backward),
+        functools.partial(_gated_specs, backward=backward))
+
+
+@functools.cache
+def partitioned_low_rank(local, backward=False):
+    """low_rank_fusion's `local(f, mask) -> (out,)` (forward) or
+    `local(f, mask, dout) -> (df,)` (backward), partitioned."""
+    return _partitioned(
+        local, functools.partial(_low_rank_rule, backward=backward),
+        functools.partial(_low_rank_specs, backward=backward))
 
 
 def _plain_under_vmap(partitioned, plain):

@@ -12,44 +12,70 @@ import keras
 import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
-from model_helpers import (
-    encoders,
-    inputs_of,
-    load_small_digits,
-    shapes_of,
-)
+from model_helpers import encoders
+from model_helpers import inputs_of
+from model_helpers import load_small_digits
+from model_helpers import shapes_of
 
 import mmkeras
-from mmkeras import (
-    distribution,
-    layers,
-    models,
-)
+from mmkeras import distribution
+from mmkeras import layers
+from mmkeras import losses
+from mmkeras import models
 
 NAMES = ("image", "text")
 
 
-def train(mode, steps=4, batch_size=16):
-    """Weights after `steps` SGD steps, single device when mode is None."""
+def _classifier(train_split, info):
+    model = models.FusionClassifier(
+        encoders(NAMES, info), shapes_of(train_split, NAMES),
+        layers.GatedFusion(16), num_classes=10, dropout=0.0)
+    model.compile(keras.optimizers.SGD(0.1),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model, inputs_of(train_split, NAMES), train_split["label"]
+
+
+def _text_to_image(train_split, info):
+    model = models.EncoderDecoder(
+        encoders(["text"], info), shapes_of(train_split, ["text"]),
+        target="image", target_shape=train_split["image"].shape[1:],
+        patch_size=4, hidden_dim=16, num_layers=1, num_heads=2)
+    model.compile(keras.optimizers.SGD(0.1), "mse")
+    return model, {"text": train_split["text"]}, train_split["image"]
+
+
+def _dual_encoder(train_split, info):
+    model = models.DualEncoder(encoders(NAMES, info),
+                               shapes_of(train_split, NAMES), embedding_dim=8)
+    model.compile(keras.optimizers.SGD(0.1),
+                  losses.ContrastiveLoss(kind="softmax", learnable=True))
+    return model, inputs_of(train_split, NAMES), np.zeros(
+        len(train_split["label"]))
+
+
+MODELS = {"FusionClassifier": _classifier, "EncoderDecoder": _text_to_image,
+          "DualEncoder": _dual_encoder}
+
+
+def train(make, mode, steps=3, batch_size=16):
+    """(initial weights, weights after `steps` SGD steps, query kernel
+    layouts, plan description); one device when mode is None."""
     train_split, _, info = load_small_digits()
     n = steps * batch_size
-    x = {k: v[:n] for k, v in inputs_of(train_split, NAMES).items()}
-    y = train_split["label"][:n]
+    train_split = {k: v[:n] for k, v in train_split.items()}
     plan = distribution.plan(mode) if mode else distribution.Plan()
     with plan.scope():
         keras.utils.set_random_seed(0)
-        model = models.FusionClassifier(
-            encoders(NAMES, info), shapes_of(train_split, NAMES),
-            layers.GatedFusion(16), num_classes=10, dropout=0.0)
-        model.compile(keras.optimizers.SGD(0.1),
-                      keras.losses.SparseCategoricalCrossentropy(
-                          from_logits=True))
-        x, batch_size = plan.shard(x, batch_size)
+        model, x, y = make(train_split, info)
+        model.build()
+        initial = [np.asarray(w) for w in model.weights]
+        (x, y), batch_size = plan.shard((x, y), batch_size)
         model.fit(x, y, batch_size=batch_size, epochs=1, shuffle=False,
                   verbose=0)
-        layouts = {v.path: str(getattr(v.value.sharding, "spec", None)) for v in model.weights
-                   if "self_attention/query/kernel" in v.path}
-    return [np.asarray(w) for w in model.weights], layouts, plan.describe()
+        layouts = {v.path: str(getattr(v.value.sharding, "spec", None))
+                   for v in model.weights if "query/kernel" in v.path}
+    return (initial, [np.asarray(w) for w in model.weights], layouts,
+            plan.describe())
 
 
 def attention_hlo():
@@ -80,42 +106,63 @@ def attention_hlo():
     return step.lower(*args).compile().as_text(), error
 
 
+def fusion_hlo():
+    """The compiled forward+backward of gated_fusion and low_rank_fusion
+    with batch and features sharded on a 2x2 mesh."""
+    mesh = jax.sharding.Mesh(np.array(jax.devices()).reshape(2, 2),
+                             ("batch", "model"))
+    rng = np.random.default_rng(1)
+    h = rng.standard_normal((3, 8, 6), dtype=np.float32)
+    f = rng.standard_normal((3, 2, 8, 6), dtype=np.float32)
+    mask = rng.random((8, 3)) > 0.3
+    put = jax.device_put
+    args = (put(h, NamedSharding(mesh, P(None, "batch", "model"))),
+            put(f, NamedSharding(mesh, P(None, None, "batch", "model"))),
+            put(mask, NamedSharding(mesh, P("batch"))))
+
+    def loss(h, f, mask):
+        gated = mmkeras.ops.gated_fusion(h, h * 0.5, mask,
+                                         implementation="native")
+        low = mmkeras.ops.low_rank_fusion(f, mask, implementation="native")
+        return (gated ** 2).sum() + (low ** 2).sum()
+
+    step = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
+    sharded = step(*args)
+    single = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(h, f, mask)
+    error = max(float(np.abs(np.asarray(a) - np.asarray(b)).max())
+                for a, b in zip(jax.tree.leaves(sharded),
+                                jax.tree.leaves(single)))
+    return step.lower(*args).compile().as_text(), error
+
+
 def main():
     assert len(jax.devices()) == 4, jax.devices()
     what = sys.argv[1]
     if what == "hlo":
         hlo, error = attention_hlo()
-        print(json.dumps({"hlo": hlo, "error": error}))
+        fusion, fusion_error = fusion_hlo()
+        print(json.dumps({"hlo": hlo, "error": error, "fusion_hlo": fusion,
+                          "fusion_error": fusion_error}))
         return
-    # what == "train": single device, then each mode from the same start.
-    single, _, _ = train(None)
-    initial = _initial()
+    # what == "train": each model on one device, then in each mode.
     results = {}
-    for mode in ("data", "model"):
-        mmkeras.kernels.reset_usage()
-        weights, layouts, described = train(mode)
-        results[mode] = {
-            "max_diff": max(float(np.abs(a - b).max())
-                            for a, b in zip(single, weights)),
-            "max_scale": max(float(np.abs(a).max()) for a in single),
-            "changed": max(float(np.abs(a - b).max())
-                           for a, b in zip(single, initial)),
-            "layouts": layouts,
-            "describe": described,
-            "kernels": {op: sorted(i)
-                        for op, i in mmkeras.kernels.usage().items()},
-        }
+    for name, make in MODELS.items():
+        initial, single, _, _ = train(make, None)
+        for mode in ("data", "model"):
+            mmkeras.kernels.reset_usage()
+            _, weights, layouts, described = train(make, mode)
+            results[f"{name}/{mode}"] = {
+                "max_diff": max(float(np.abs(a - b).max())
+                                for a, b in zip(single, weights)),
+                "max_scale": max(float(np.abs(a).max()) for a in single),
+                "changed": max(float(np.abs(a - b).max())
+                               for a, b in zip(single, initial)),
+                "layouts": layouts,
+                "describe": described,
+                "kernels": {op: sorted(i)
+                            for op, i in mmkeras.kernels.usage().items()},
+            }
     print(json.dumps(results))
-
-
-def _initial():
-    train_split, _, info = load_small_digits()
-    keras.utils.set_random_seed(0)
-    model = models.FusionClassifier(
-        encoders(NAMES, info), shapes_of(train_split, NAMES),
-        layers.GatedFusion(16), num_classes=10, dropout=0.0)
-    model.build()
-    return [np.asarray(w) for w in model.weights]
 
 
 if __name__ == "__main__":

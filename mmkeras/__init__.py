@@ -8,6 +8,7 @@ run a C++ kernel on the CPU, a Triton kernel on NVIDIA GPUs, and a pure
 # Must run before Keras is imported: see _import_guard.
 from mmkeras import _import_guard  # noqa: F401  isort: skip
 
+from mmkeras import distribution
 from mmkeras import kernels
 from mmkeras import layers
 from mmkeras import losses
@@ -21,4 +22,4 @@ for _family in kernels.FAMILIES:
     kernels.backend_glue(family=_family)
 del _family
 
-__all__ = ["kernels", "layers", "losses", "models", "ops", "__version__"]
+__all__ = ["distribution", "kernels", "layers", "losses", "models", "ops", "__version__"]

@@ -81,6 +81,12 @@ def test_attention_hlo_has_no_gather_of_qkv(compiled):
         assert "f32[2,9,1,8]" in operands and "[4," not in operands, line
 
 
+def test_pallas_attention_under_the_same_partitioning(compiled):
+    # The GPU kernels' sharded forward+backward (in Pallas' interpreter)
+    # equals their single-device result.
+    assert compiled["pallas_error"] < 1e-5
+
+
 def test_fusion_kernels_run_on_batch_and_feature_shards(compiled):
     assert compiled["fusion_error"] < 1e-5
     hlo = compiled["fusion_hlo"]

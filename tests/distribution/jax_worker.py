@@ -141,8 +141,14 @@ def main():
     if what == "hlo":
         hlo, error = attention_hlo()
         fusion, fusion_error = fusion_hlo()
+        # The GPU (Pallas) kernels under the same partitioning, run by
+        # Pallas' interpreter on these CPU devices.
+        from mmkeras.backend import jax_attention
+        jax_attention._FORCE_PATH = "interpret"
+        _, pallas_error = attention_hlo()
         print(json.dumps({"hlo": hlo, "error": error, "fusion_hlo": fusion,
-                          "fusion_error": fusion_error}))
+                          "fusion_error": fusion_error,
+                          "pallas_error": pallas_error}))
         return
     # what == "train": each model on one device, then in each mode.
     results = {}

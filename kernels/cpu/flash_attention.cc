@@ -23,6 +23,7 @@ namespace {
 
 constexpr int64_t BR = 64;       // query rows per forward task
 constexpr int64_t BC = kBlock;   // keys per block
+constexpr int64_t BQ = kBlock;   // query rows per backward dK/dV group
 constexpr int RT = kTileRows;    // query rows per register tile
 constexpr int CV = kBlockVecs;   // vectors per key block
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
@@ -372,6 +373,12 @@ void attention_backward(const AttentionProblem& p, const float* q,
     alignas(64) float pbuf[RT * BC];
     alignas(64) float dsbuf[RT * BC];
     alignas(64) float bias[BC];
+    // P and dS of a group of BQ query rows, transposed ([key][row]): dV and
+    // dK take them as register-tiled products (dV += P^T dO, dK += dS^T Q),
+    // so their accumulators are loaded and stored once per group instead of
+    // once per RT rows.
+    alignas(64) float pt[BC * BQ];
+    alignas(64) float dst[BC * BQ];
     alignas(64) float dk_acc[BC * 256];
     alignas(64) float dv_acc[BC * 256];
     const int64_t kb_lo = chunk * kb_per_chunk;
@@ -386,52 +393,54 @@ void attention_backward(const AttentionProblem& p, const float* q,
       for (int64_t n = kvh * G; n < (kvh + 1) * G; ++n) {
         const int64_t bn = b * N + n;
         const int64_t t_start = p.causal ? (j0 / RT) * RT : 0;
-        for (int64_t r0 = t_start; r0 < Tp; r0 += RT) {
-          const int64_t row0 = bn * Tp + r0;
-          dot_tile(qp.ptr + row0 * Hp, Hp, kt, H, sbuf);
-          dot_tile(dop.ptr + row0 * Hp, Hp, vt, H, dpbuf);
-          bool any_row = false;
-          for (int r = 0; r < RT; ++r) {
-            const int64_t t = r0 + r;
-            const float l2 = lse2.ptr[row0 + r];
-            float* prow = pbuf + r * BC;
-            float* dsrow = dsbuf + r * BC;
-            if (t >= T || std::isinf(l2)) {  // padding or fully masked row
-              std::fill(prow, prow + BC, 0.0f);
-              std::fill(dsrow, dsrow + BC, 0.0f);
-              continue;
-            }
-            any_row = true;
-            const bool has_bias = key_bias(p, mask_row(p, b, n, t), t, j0, cols, bias);
-            const VF d = splat(dsum.ptr[row0 + r]);
-            for (int c = 0; c < CV; ++c) {
-              VF x = load(sbuf + r * BC + c * kLanes) - l2;
-              if (has_bias) x += load(bias + c * kLanes);
-              const VF pv = exp2v(x);
-              store(prow + c * kLanes, pv);
-              store(dsrow + c * kLanes,
-                    pv * (load(dpbuf + r * BC + c * kLanes) - d));
-            }
-          }
-          if (!any_row) continue;
-          // dQ rows += dS K (unscaled; scale applied in the final reduction).
-          accumulate_rows(dqc + (bn * Tp + r0) * Hp, Hp, dsbuf, kr, Hp, cols);
-          // dV += P^T dO and dK += dS^T Q: RT-row rank updates of the tiles.
-          const float* dorows = dop.ptr + row0 * Hp;
-          const float* qrows = qp.ptr + row0 * Hp;
-          for (int64_t j = 0; j < cols; ++j) {
-            float* dvj = dv_acc + j * Hp;
-            float* dkj = dk_acc + j * Hp;
-            for (int64_t h = 0; h < Hp; h += kLanes) {
-              VF av = load(dvj + h), ak = load(dkj + h);
-              for (int r = 0; r < RT; ++r) {
-                av += splat(pbuf[r * BC + j]) * load(dorows + r * Hp + h);
-                ak += splat(dsbuf[r * BC + j]) * load(qrows + r * Hp + h);
+        for (int64_t g0 = t_start; g0 < Tp; g0 += BQ) {
+          const int64_t group_rows = std::min(BQ, Tp - g0);  // multiple of RT
+          bool any_group = false;
+          for (int64_t r0 = g0; r0 < g0 + group_rows; r0 += RT) {
+            const int64_t row0 = bn * Tp + r0;
+            dot_tile(qp.ptr + row0 * Hp, Hp, kt, H, sbuf);
+            dot_tile(dop.ptr + row0 * Hp, Hp, vt, H, dpbuf);
+            bool any_row = false;
+            for (int r = 0; r < RT; ++r) {
+              const int64_t t = r0 + r;
+              const float l2 = lse2.ptr[row0 + r];
+              float* prow = pbuf + r * BC;
+              float* dsrow = dsbuf + r * BC;
+              if (t >= T || std::isinf(l2)) {  // padding or fully masked row
+                std::fill(prow, prow + BC, 0.0f);
+                std::fill(dsrow, dsrow + BC, 0.0f);
+                continue;
               }
-              store(dvj + h, av);
-              store(dkj + h, ak);
+              any_row = true;
+              const bool has_bias =
+                  key_bias(p, mask_row(p, b, n, t), t, j0, cols, bias);
+              const VF d = splat(dsum.ptr[row0 + r]);
+              for (int c = 0; c < CV; ++c) {
+                VF x = load(sbuf + r * BC + c * kLanes) - l2;
+                if (has_bias) x += load(bias + c * kLanes);
+                const VF pv = exp2v(x);
+                store(prow + c * kLanes, pv);
+                store(dsrow + c * kLanes,
+                      pv * (load(dpbuf + r * BC + c * kLanes) - d));
+              }
             }
+            // dQ rows += dS K (unscaled; scale applied in the reduction).
+            if (any_row)
+              accumulate_rows(dqc + row0 * Hp, Hp, dsbuf, kr, Hp, cols);
+            any_group |= any_row;
+            const int64_t i0 = r0 - g0;
+            for (int r = 0; r < RT; ++r)
+              for (int64_t j = 0; j < BC; ++j) {
+                pt[j * BQ + i0 + r] = pbuf[r * BC + j];
+                dst[j * BQ + i0 + r] = dsbuf[r * BC + j];
+              }
           }
+          if (!any_group) continue;
+          const int64_t grow = bn * Tp + g0;
+          accumulate_block(dv_acc, Hp, pt, dop.ptr + grow * Hp, Hp,
+                           group_rows, BC);
+          accumulate_block(dk_acc, Hp, dst, qp.ptr + grow * Hp, Hp,
+                           group_rows, BC);
         }
       }
       // qp holds q * scale * log2(e); dK = scale * dS^T q = dS^T qp / log2(e).

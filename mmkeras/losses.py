@@ -38,6 +38,7 @@ import math
 import keras
 from keras import ops
 
+from mmkeras import distribution
 from mmkeras.ops.contrastive import contrastive_loss
 from mmkeras.ops.contrastive import contrastive_loss_reference  # noqa: F401
 
@@ -173,8 +174,10 @@ class ContrastiveLoss(keras.losses.Loss):
         return a, b, scale, self.logit_bias
 
     def call(self, y_true, y_pred):
-        a, b, scale, bias = self.split(y_pred)
-        return _contrastive_loss(a, b, scale, bias, self.kind)
+        # Data parallel: every replica's negatives are the global batch.
+        a, b, scale, bias = self.split(distribution.gather_batch(y_pred))
+        loss = _contrastive_loss(a, b, scale, bias, self.kind)
+        return distribution.replica_share(loss)
 
     def get_config(self):
         config = super().get_config()

@@ -87,6 +87,58 @@ class Plan:
         """Releases what the plan set up (distribution, process group)."""
 
 
+def gather_batch(x):
+    """`x`'s rows from every data-parallel replica, in replica order.
+
+    Losses that couple the rows of a batch (the contrastive losses) call it
+    so that every replica sees the global batch, as on one device; the
+    gradient flows back to each replica's own rows through the engine's
+    collective (TF: `ReplicaContext.all_gather`; torch:
+    `torch.distributed.nn.functional.all_gather`, only while gradients are
+    recorded, i.e. in DDP training steps: evaluation runs per process on its
+    own data). On one device and on JAX, whose arrays are already global,
+    `x` itself.
+    """
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        context = tf.distribute.get_replica_context()
+        if (tf.distribute.has_strategy() and context is not None
+                and context.num_replicas_in_sync > 1):
+            gathered = context.all_gather(x, axis=0)
+            # all_gather forgets the static shape; the row width is known.
+            gathered.set_shape([None, *x.shape[1:]])
+            return gathered
+    elif backend == "torch":
+        import torch
+        import torch.distributed as dist
+
+        if (dist.is_available() and dist.is_initialized()
+                and dist.get_world_size() > 1 and torch.is_grad_enabled()):
+            from torch.distributed.nn.functional import all_gather
+
+            return torch.cat(all_gather(x), dim=0)
+    return x
+
+
+def replica_share(loss):
+    """This replica's share of a scalar loss: `loss / replicas` under a
+    `tf.distribute` strategy, `loss` elsewhere.
+
+    tf.distribute sums the replicas' gradients; Keras divides the losses it
+    reduces itself by the number of replicas, but returns a loss that is
+    already a scalar (one per batch, like the contrastive losses) as it is.
+    """
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        if replicas > 1:
+            return loss * (1.0 / replicas)
+    return loss
+
+
 def plan(mode, backend=None, **options):
     """The distribution plan for `mode` on `backend` (default: Keras').
 

@@ -43,7 +43,8 @@ def test_mirrored_matches_single_device_with_native_kernels(tmp_path):
 
     # The fused kernels ran native, forward and backward, on both replicas.
     assert report["usage"] == {"fused_attention": ["native"],
-                               "gated_fusion": ["native"]}
+                               "gated_fusion": ["native"],
+                               "contrastive_loss": ["native"]}
     for op in ("MmkerasAttentionForward", "MmkerasAttentionBackward",
                "MmkerasGatedFusionForward", "MmkerasGatedFusionBackward"):
         devices = report["devices"].get(op, [])
@@ -58,6 +59,16 @@ def test_mirrored_matches_single_device_with_native_kernels(tmp_path):
     moved = max(np.max(np.abs(s - i)) for s, i in zip(single, initial))
     assert moved > 1e-2
     for s, m in zip(single, mirrored):
+        np.testing.assert_allclose(m, s, rtol=1e-4, atol=1e-5)
+
+    # The contrastive loss of a dual encoder couples the rows of the batch:
+    # it matches one device only with the replicas' embeddings gathered.
+    dual_single = load(out, "dual_single")
+    dual_mirrored = load(out, "dual_mirrored")
+    assert len(dual_single) == len(dual_mirrored) > 10
+    assert max(np.max(np.abs(s - i)) for s, i in
+               zip(dual_single, load(out, "dual_initial"))) > 1e-2
+    for s, m in zip(dual_single, dual_mirrored):
         np.testing.assert_allclose(m, s, rtol=1e-4, atol=1e-5)
 
 

@@ -27,7 +27,7 @@ import keras
 import numpy as np
 from model_helpers import encoders, inputs_of, load_small_digits, shapes_of
 
-from mmkeras import distribution, layers, models
+from mmkeras import distribution, layers, losses, models
 
 NAMES = ["image", "text"]  # text: integer inputs, the case Keras mis-builds
 ROWS, BATCH, LR = 35, 16, 0.5  # 3 steps; the last, partial one is trimmed to 2
@@ -42,6 +42,18 @@ def build(info, train):
     model.compile(
         optimizer=keras.optimizers.SGD(LR), jit_compile=False,
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+def build_dual(info, train):
+    """A CLIP-style dual encoder: its loss couples the rows of the global
+    batch, so the replicas must gather each other's embeddings."""
+    keras.utils.set_random_seed(0)
+    model = models.DualEncoder(encoders(NAMES, info), shapes_of(train, NAMES),
+                               embedding_dim=8)
+    model.build()
+    model.compile(optimizer=keras.optimizers.SGD(LR), jit_compile=False,
+                  loss=losses.ContrastiveLoss(kind="softmax", learnable=True))
     return model
 
 
@@ -82,6 +94,15 @@ def main(out):
     with plan.scope():
         model = plan.prepare(build(info, train))
         model.fit(x, y, batch_size=batch_size, shuffle=False, verbose=0)
+
+    dual_single = build_dual(info, train)
+    dual_initial = weights(dual_single)
+    dual_single.fit(x, np.zeros(len(y)), batch_size=batch_size,
+                    shuffle=False, verbose=0)
+    with plan.scope():
+        dual = plan.prepare(build_dual(info, train))
+        dual.fit(x, np.zeros(len(y)), batch_size=batch_size, shuffle=False,
+                 verbose=0)
     report = {
         "describe": plan.describe(),
         "replicas": plan.num_replicas,
@@ -92,7 +113,10 @@ def main(out):
     plan.close()
     arrays = {"report": np.array(json.dumps(report))}
     for name, ws in (("initial", initial), ("single", weights(single)),
-                     ("mirrored", weights(model))):
+                     ("mirrored", weights(model)),
+                     ("dual_initial", dual_initial),
+                     ("dual_single", weights(dual_single)),
+                     ("dual_mirrored", weights(dual))):
         arrays.update({f"{name}_{i}": w for i, w in enumerate(ws)})
     np.savez(out, **arrays)
 

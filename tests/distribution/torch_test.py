@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from model_helpers import encoders, inputs_of, load_small_digits, shapes_of
 
-from mmkeras import distribution, layers, models
+from mmkeras import distribution, layers, losses, models
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ON_TORCH = keras.backend.backend() == "torch"
@@ -26,21 +26,29 @@ TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR",
                  "MASTER_PORT")
 
 
-def data():
+def data(kind="classifier"):
     train, _, info = load_small_digits()
     rows = {k: v[:ROWS] for k, v in train.items()}
-    return inputs_of(rows, NAMES), rows["label"], info, train
+    y = rows["label"] if kind == "classifier" else np.zeros(ROWS)
+    return inputs_of(rows, NAMES), y, info, train
 
 
-def build(info, train):
+def build(info, train, kind="classifier"):
+    """The small FusionClassifier, or a CLIP-style DualEncoder ("dual"),
+    whose loss couples the rows of the global batch."""
     keras.utils.set_random_seed(0)
-    model = models.FusionClassifier(
-        encoders(NAMES, info), shapes_of(train, NAMES), layers.GatedFusion(16),
-        num_classes=10)
+    if kind == "classifier":
+        model = models.FusionClassifier(
+            encoders(NAMES, info), shapes_of(train, NAMES),
+            layers.GatedFusion(16), num_classes=10)
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    else:
+        model = models.DualEncoder(encoders(NAMES, info),
+                                   shapes_of(train, NAMES), embedding_dim=8)
+        loss = losses.ContrastiveLoss(kind="softmax", learnable=True)
     model.build()
-    model.compile(
-        optimizer=keras.optimizers.SGD(LR), jit_compile=False,
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(optimizer=keras.optimizers.SGD(LR), jit_compile=False,
+                  loss=loss)
     return model
 
 
@@ -61,7 +69,7 @@ def free_port():
         return s.getsockname()[1]
 
 
-def run_torchrun(out_dir, nproc=2, timeout=180):
+def run_torchrun(out_dir, nproc=2, timeout=180, kind="classifier"):
     """Runs torch_worker.py under torchrun; kills the whole process group
     (torchrun and its workers) if it hangs."""
     env = {k: v for k, v in os.environ.items() if k not in TORCHRUN_VARS}
@@ -69,7 +77,7 @@ def run_torchrun(out_dir, nproc=2, timeout=180):
     command = [sys.executable, "-m", "torch.distributed.run",
                "--nproc_per_node", str(nproc), "--master_addr", "127.0.0.1",
                "--master_port", str(free_port()),
-               os.path.join(HERE, "torch_worker.py"), str(out_dir)]
+               os.path.join(HERE, "torch_worker.py"), str(out_dir), kind]
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
@@ -82,9 +90,16 @@ def run_torchrun(out_dir, nproc=2, timeout=180):
     return proc.returncode, output
 
 
+USAGE = {"classifier": {"fused_attention": ["native"],
+                        "gated_fusion": ["native"]},
+         "dual": {"fused_attention": ["native"],
+                  "contrastive_loss": ["native"]}}
+
+
 @pytest.mark.skipif(not ON_TORCH, reason=SKIP_REASON)
-def test_ddp_two_processes_match_one_process(tmp_path):
-    returncode, output = run_torchrun(tmp_path)
+@pytest.mark.parametrize("kind", ["classifier", "dual"])
+def test_ddp_two_processes_match_one_process(tmp_path, kind):
+    returncode, output = run_torchrun(tmp_path, kind=kind)
     assert returncode == 0, output[-4000:]
 
     facts = []
@@ -96,11 +111,10 @@ def test_ddp_two_processes_match_one_process(tmp_path):
         assert "gloo" in fact["describe"]
         assert fact["batch_size"] == BATCH // 2
         assert fact["local_rows"] == ROWS // 2  # 8 + 8 + 3
-        assert fact["usage"] == {"fused_attention": ["native"],
-                                 "gated_fusion": ["native"]}
+        assert fact["usage"] == USAGE[kind]
 
-    x, y, info, train = data()
-    single = build(info, train)
+    x, y, info, train = data(kind)
+    single = build(info, train, kind)
     initial = weights(single)
     single.fit(x, y, batch_size=BATCH, shuffle=False, verbose=0)
     expected = weights(single)

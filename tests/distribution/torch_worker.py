@@ -1,5 +1,5 @@
 """One process of the DDP test: `torchrun --nproc_per_node 2 torch_worker.py
-OUT_DIR`. Trains the small FusionClassifier of torch_test.py on this
+OUT_DIR KIND`. Trains the small model KIND of torch_test.py on this
 process's shard of every global batch through the DDP plan and writes
 `OUT_DIR/rank{RANK}.npz` (initial and trained weights, plan facts).
 """
@@ -20,10 +20,10 @@ from torch_test import BATCH, build, data, weights
 from mmkeras import distribution
 
 
-def main(out_dir):
+def main(out_dir, kind):
     plan = distribution.plan("data")
-    x, y, info, train = data()
-    model = build(info, train)
+    x, y, info, train = data(kind)
+    model = build(info, train, kind)
     initial = weights(model)
     model = plan.prepare(model)
     (x, y), batch_size = plan.shard((x, y), BATCH)
@@ -41,4 +41,4 @@ def main(out_dir):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], sys.argv[2])

@@ -87,6 +87,33 @@ class Plan:
         """Releases what the plan set up (distribution, process group)."""
 
 
+def num_rows(arrays):
+    """The common first dim of a nest of arrays (None entries skipped)."""
+    return len(next(a for a in keras.tree.flatten(arrays) if a is not None))
+
+
+def take_rows(arrays, rows):
+    """`arrays` (a nest; None entries kept) indexed by `rows` on dim 0."""
+    return keras.tree.map_structure(
+        lambda a: None if a is None else a[rows], arrays)
+
+
+def even_rows(arrays, batch_size, shards):
+    """How many leading rows of `arrays` to keep so that every batch of
+    `batch_size` rows, the last one included, splits evenly in `shards`.
+
+    Raises:
+        ValueError: `batch_size` is not a positive multiple of `shards`.
+    """
+    if not isinstance(batch_size, int) or batch_size < 1 or batch_size % shards:
+        raise ValueError(
+            "The global batch size must be a positive multiple of the number "
+            f"of data-parallel shards ({shards}). "
+            f"Received: batch_size={batch_size!r}")
+    n = num_rows(arrays)
+    return n - (n % batch_size) % shards
+
+
 def gather_batch(x):
     """`x`'s rows from every data-parallel replica, in replica order.
 

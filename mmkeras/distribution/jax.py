@@ -82,13 +82,8 @@ class JaxPlan(base.Plan):
 
     def even_batches(self, arrays, batch_size):
         shards = self.distribution.device_mesh.shape[0]
-        if batch_size % shards:
-            raise ValueError(
-                f"The batch size ({batch_size}) must be divisible by the "
-                f"number of data-parallel shards ({shards}).")
-        n = len(keras.tree.flatten(arrays)[0])
-        keep = n - (n % batch_size) % shards
-        return keras.tree.map_structure(lambda a: a[:keep], arrays)
+        keep = base.even_rows(arrays, batch_size, shards)
+        return base.take_rows(arrays, slice(0, keep))
 
     def describe(self):
         mesh = self.distribution.device_mesh

@@ -96,15 +96,8 @@ class MirroredPlan(base.Plan):
         # Keras splits every global batch over the replicas itself; only keep
         # the last, partial batch divisible too, so that each replica's
         # mean loss weighs its rows as the single-device mean does.
-        replicas = self.num_replicas
-        if not isinstance(batch_size, int) or batch_size % replicas:
-            raise ValueError(
-                f"The batch size must be divisible by the number of replicas "
-                f"({replicas}). Received: batch_size={batch_size!r}")
-        n = len(next(a for a in keras.tree.flatten(arrays) if a is not None))
-        keep = n - (n % batch_size) % replicas
-        return (keras.tree.map_structure(
-            lambda a: None if a is None else a[:keep], arrays), batch_size)
+        keep = base.even_rows(arrays, batch_size, self.num_replicas)
+        return base.take_rows(arrays, slice(0, keep)), batch_size
 
     def describe(self):
         devices = self.strategy.extended.worker_devices

@@ -37,7 +37,6 @@ the JAX backend (`keras.distribution.ModelParallel`).
 import datetime
 import os
 
-import keras
 import numpy as np
 
 from mmkeras import distribution as base
@@ -157,23 +156,14 @@ class DDPPlan(base.Plan):
             ValueError: `batch_size` is not divisible by the world size.
         """
         world = self.world_size
-        if (not isinstance(batch_size, int) or batch_size < 1
-                or batch_size % world):
-            raise ValueError(
-                "The global batch size must be a positive multiple of the "
-                f"number of processes ({world}). "
-                f"Received: batch_size={batch_size!r}")
-        n = len(next(a for a in keras.tree.flatten(arrays) if a is not None))
-        keep = n - (n % batch_size) % world
+        keep = base.even_rows(arrays, batch_size, world)
         rows = []
         for start in range(0, keep, batch_size):
             local = min(batch_size, keep - start) // world
             first = start + self.rank * local
             rows.append(np.arange(first, first + local))
         rows = np.concatenate(rows) if rows else np.zeros((0,), "int64")
-        sharded = keras.tree.map_structure(
-            lambda a: None if a is None else a[rows], arrays)
-        return sharded, batch_size // world
+        return base.take_rows(arrays, rows), batch_size // world
 
     def describe(self):
         return (f"torch DistributedDataParallel ({self.backend}), process "

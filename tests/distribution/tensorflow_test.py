@@ -88,6 +88,6 @@ def test_shard_keeps_batches_divisible(monkeypatch):
     assert batch_size == 8 and x2["b"] is None
     np.testing.assert_array_equal(x2["a"], np.arange(20))
     np.testing.assert_array_equal(y2, np.arange(20))
-    with pytest.raises(ValueError, match="divisible"):
+    with pytest.raises(ValueError, match="multiple of the number of data-parallel shards"):
         plan.shard((x,), 9)
     plan.close()

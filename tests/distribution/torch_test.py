@@ -170,7 +170,7 @@ def test_shard_gives_each_rank_its_rows(one_process_plan):
     assert local == 4 and x1["none"] is None
     np.testing.assert_array_equal(x1["a"], [4, 5, 6, 7, 12, 13, 14, 15, 18, 19])
     np.testing.assert_array_equal(y1, x1["a"] * 10)
-    with pytest.raises(ValueError, match="multiple of the number of processes"):
+    with pytest.raises(ValueError, match="multiple of the number of data-parallel shards"):
         plan.shard((x,), 7)
 
 

@@ -49,9 +49,9 @@ def _register():
     return None
 
 
-def _attrs(mask, is_causal, scale):
+def _attrs(has_mask, is_causal, scale):
     return dict(
-        has_mask=np.int64(mask is not None),
+        has_mask=np.int64(has_mask),
         causal=np.int64(bool(is_causal)),
         scale=np.float32(scale),
     )
@@ -62,7 +62,9 @@ def _mask_operand(mask):
     return jnp.ones((1, 1, 1, 1), jnp.bool_) if mask is None else mask
 
 
-def _forward_call(q, k, v, mask, is_causal, scale):
+def _forward_call(q, k, v, mask, has_mask, is_causal, scale):
+    # `mask` is always an array: the placeholder of `_mask_operand` when
+    # `has_mask` is False.
     lse_shape = q.shape[:-3] + (q.shape[-2], q.shape[-3])
     call = jax.ffi.ffi_call(
         _FWD,
@@ -72,10 +74,11 @@ def _forward_call(q, k, v, mask, is_causal, scale):
         ),
         vmap_method="broadcast_all",
     )
-    return call(q, k, v, _mask_operand(mask), **_attrs(mask, is_causal, scale))
+    return call(q, k, v, mask, **_attrs(has_mask, is_causal, scale))
 
 
-def _backward_call(q, k, v, mask, out, lse, dout, is_causal, scale):
+def _backward_call(q, k, v, mask, out, lse, dout, has_mask, is_causal,
+                   scale):
     call = jax.ffi.ffi_call(
         _BWD,
         (
@@ -85,16 +88,8 @@ def _backward_call(q, k, v, mask, out, lse, dout, is_causal, scale):
         ),
         vmap_method="broadcast_all",
     )
-    return call(
-        q,
-        k,
-        v,
-        _mask_operand(mask),
-        out,
-        lse,
-        dout,
-        **_attrs(mask, is_causal, scale),
-    )
+    return call(q, k, v, mask, out, lse, dout,
+                **_attrs(has_mask, is_causal, scale))
 
 
 # Implementations ("path", a static argument of the custom_vjp):
@@ -126,17 +121,17 @@ def _local_calls(path, has_mask, is_causal, scale):
     placeholder of `_mask_operand` when `has_mask` is False. Cached, so each
     configuration gets one partitioned wrapper (`jax_sharding`)."""
 
-    def mask_of(mask):
-        return mask if has_mask else None
-
     if path == _CPU:
         def forward(q, k, v, mask):
-            return _forward_call(q, k, v, mask_of(mask), is_causal, scale)
+            return _forward_call(q, k, v, mask, has_mask, is_causal, scale)
 
         def backward(q, k, v, mask, out, lse, dout):
-            return _backward_call(q, k, v, mask_of(mask), out, lse, dout,
+            return _backward_call(q, k, v, mask, out, lse, dout, has_mask,
                                   is_causal, scale)
         return forward, backward
+
+    def mask_of(mask):  # the Pallas kernels take None for "no mask"
+        return mask if has_mask else None
 
     module, reason = _pallas()
     if module is None:

@@ -22,6 +22,8 @@ import subprocess
 import sys
 import time
 
+from mmkeras.benchmarks import wait_for
+
 B, N, H = 1, 8, 64
 
 
@@ -69,7 +71,7 @@ def _functions(backend, T):
         fns = {n: (lambda f=jax.jit(f): f(q, k, v),
                    lambda g=grad_of(f): g(q, k, v))
                for n, f in candidates.items()}
-        sync = jax.block_until_ready
+        sync = wait_for
     elif backend == "tensorflow":
         import tensorflow as tf
 
@@ -86,8 +88,7 @@ def _functions(backend, T):
                    lambda g=grad_of(f): g(q, k, v))
                for n, f in candidates.items()}
 
-        def sync(x):
-            tf.nest.map_structure(lambda t: t.numpy(), x)
+        sync = wait_for
     else:
         import torch.nn.functional as F
 

@@ -42,6 +42,8 @@ import subprocess
 import sys
 import time
 
+from mmkeras.benchmarks import wait_for
+
 BACKENDS = "tensorflow,jax,torch"
 CONTRASTIVE = "1024x256,4096x256,8192x512"
 # Time budget per (row, implementation) past its first 3 calls: the slow rows
@@ -133,21 +135,6 @@ def compile_grad(fn, cotangent, nargs):
     return step
 
 
-def block(result):
-    """Waits for a result (JAX dispatches asynchronously)."""
-    backend = _backend()
-    if backend == "jax":
-        import jax
-
-        jax.block_until_ready(result)
-    elif backend == "tensorflow":
-        import tensorflow as tf
-
-        tf.nest.map_structure(lambda t: t.numpy() if t is not None else t,
-                              result)
-    return result
-
-
 def median_ms(runs, args, repeats):
     """Times the functions of `runs` ({name: fn}) side by side: one warm-up
     call each (which compiles), then rounds of one call each, alternating
@@ -156,14 +143,14 @@ def median_ms(runs, args, repeats):
     more than TIME_BUDGET_S per function allows. Returns ({name: median
     ms}, rounds)."""
     for fn in runs.values():
-        block(fn(*args))  # warm-up: compiles, allocates
+        wait_for(fn(*args))  # warm-up: compiles, allocates
     names = list(runs)
     times = {name: [] for name in names}
     rounds, r = 3, 0
     while r < rounds:
         for name in (names if r % 2 == 0 else names[::-1]):
             start = time.perf_counter()
-            block(runs[name](*args))
+            wait_for(runs[name](*args))
             times[name].append(time.perf_counter() - start)
         if r == 0:
             slowest = max(t[0] for t in times.values())
@@ -184,7 +171,7 @@ def _status_kib(key):
 def peak_growth_mib(fn, args):
     """Peak RSS growth (MiB) during one call after a warm-up call; None
     where the platform cannot tell (not Linux)."""
-    block(fn(*args))  # warm-up: compiles
+    wait_for(fn(*args))  # warm-up: compiles
     gc.collect()
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
@@ -196,7 +183,7 @@ def peak_growth_mib(fn, args):
             f.write("5")  # resets VmHWM to the current RSS
     except OSError:
         return None
-    result = block(fn(*args))
+    result = wait_for(fn(*args))
     peak = _status_kib("VmHWM:")
     del result
     return (peak - base) / 1024

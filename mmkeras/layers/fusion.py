@@ -34,6 +34,8 @@ there is harmless); what each layer returns in its place is written in its
 docstring, and is always finite. The columns of `modality_mask` follow the
 list order, or for dict inputs the `modalities` argument, or else the
 sorted dict keys.
+
+The examples assume `import numpy as np` and `import mmkeras`.
 """
 
 import math
@@ -41,19 +43,28 @@ import math
 import keras
 from keras import ops
 
-from mmkeras.ops import fusion as fused_ops
-
-from mmkeras.layers.fusion_base import ModalityLayer
+from mmkeras.layers.fusion_base import FusionLayer
+from mmkeras.layers.fusion_base import KeepsFirstModality
+from mmkeras.layers.fusion_base import batch_of
 from mmkeras.layers.fusion_base import check_positive_int
 from mmkeras.layers.fusion_base import check_rate
-from mmkeras.layers.fusion_base import dense_config
 from mmkeras.layers.fusion_base import expand_to_rank
-from mmkeras.layers.fusion_base import make_dense
-from mmkeras.layers.fusion_base import set_dense_args
+from mmkeras.ops import fusion as fused_ops
 
+# Docstring parts the layers share, filled in at the end of this module:
+# `{dense}` the Dense-style arguments, `{args}` those and the arguments
+# every layer ends with, `{call}` the call arguments of the layers that
+# fuse `(B, d_i)` vectors.
 _DENSE_ARGS_DOC = """kernel_initializer, bias_initializer, kernel_regularizer,
             bias_regularizer, kernel_constraint, bias_constraint: as in
             `keras.layers.Dense`, for every weight of the layer."""
+_ARGS_DOC = _DENSE_ARGS_DOC + """
+        modalities: the dict keys, in modality order (optional).
+        **kwargs: base `keras.layers.Layer` arguments (`name`, `dtype`...)."""
+_CALL_DOC = """Call arguments:
+        inputs: list or dict of `(B, d_i)` tensors (`None` = absent).
+        modality_mask: optional `(B, M)` presence mask.
+        training: Python bool, training mode (for dropout)."""
 
 
 # ----------------------------------------------------------------------------
@@ -105,42 +116,96 @@ def _low_rank_fusion(factors, rank_weights, bias=None):
 # ----------------------------------------------------------------------------
 
 
-class _VectorFusion(ModalityLayer):
-    """Shared constructor arguments of the vector fusion layers."""
+class _VectorFusion(FusionLayer):
+    """Base class of the layers that fuse `(B, d_i)` vectors, by default
+    into `(B, units)`."""
 
     min_modalities = 2
     input_ranks = (2,)
 
+    def compute_output_shape(self, input_shape):
+        return (batch_of(self.shapes_of(input_shape)), self.units)
+
+
+class _DenseFusion(_VectorFusion):
+    """Base class of the layers whose output takes the arguments `units`,
+    `activation` and `use_bias` (as in `keras.layers.Dense`) and `dropout`,
+    in this order (a subclass may add arguments between them)."""
+
+    # Whether `units=None` is accepted.
+    units_optional = False
+
     def __init__(
-        self,
-        kernel_initializer="glorot_uniform",
-        bias_initializer="zeros",
-        kernel_regularizer=None,
-        bias_regularizer=None,
-        kernel_constraint=None,
-        bias_constraint=None,
-        modalities=None,
-        **kwargs,
+        self, units, activation=None, use_bias=True, dropout=0.0, **kwargs
     ):
-        super().__init__(modalities=modalities, **kwargs)
-        set_dense_args(
-            self,
-            kernel_initializer,
-            bias_initializer,
-            kernel_regularizer,
-            bias_regularizer,
-            kernel_constraint,
-            bias_constraint,
+        super().__init__(**kwargs)
+        self.units = check_positive_int(
+            units, "units", allow_none=self.units_optional
         )
+        self.activation = keras.activations.get(activation)
+        self.use_bias = use_bias
+        self.dropout = check_rate(dropout)
 
     def get_config(self):
         config = super().get_config()
-        config.update(dense_config(self))
+        config.update(
+            units=self.units,
+            activation=keras.activations.serialize(self.activation),
+            use_bias=self.use_bias,
+            dropout=self.dropout,
+        )
         return config
 
 
+class _ProjectedFusion(_DenseFusion):
+    """Base class of the layers that fuse the vectors into one feature
+    vector, then apply dropout and an optional Dense projection to `units`
+    (with `units=None`, the features themselves, with `activation`).
+
+    Subclasses implement `_fused_size(shapes)` and `_fuse(xs)`.
+    """
+
+    units_optional = True
+
+    def __init__(
+        self, units=None, activation=None, use_bias=True, dropout=0.0, **kwargs
+    ):
+        super().__init__(units, activation, use_bias, dropout, **kwargs)
+
+    def _fused_size(self, shapes):
+        """The size of the fused features of inputs of shapes `shapes`."""
+        raise NotImplementedError
+
+    def _fuse(self, xs):
+        """The `(B, size)` fused features of the list of vectors `xs`."""
+        raise NotImplementedError
+
+    def build_modalities(self, shapes):
+        size = self._fused_size(shapes)
+        self._dropout_layer = self.make_dropout(self.dropout)
+        if self.units is not None:
+            self._projection = self.make_dense(
+                self.units, self.activation, self.use_bias, "projection"
+            )
+            self._projection.build((None, size))
+
+    def call(self, inputs, modality_mask=None, training=None):
+        xs, _ = self.prepare_inputs(inputs, modality_mask)
+        z = self._dropout_layer(self._fuse(xs), training=training)
+        if self.units is None:
+            return self.activation(z)
+        return self._projection(z)
+
+    def compute_output_shape(self, input_shape):
+        shapes = self.shapes_of(input_shape)
+        # Sized from the built shapes when there are some; and even with
+        # `units`, so that TensorFusion's size limit is checked.
+        size = self._fused_size(self._input_shapes or shapes)
+        return (batch_of(shapes), size if self.units is None else self.units)
+
+
 @keras.saving.register_keras_serializable(package="mmkeras")
-class ConcatFusion(_VectorFusion):
+class ConcatFusion(_ProjectedFusion):
     """Concatenation of the modality vectors, then a Dense projection.
 
     Absent modalities are replaced by zeros before the concatenation, so the
@@ -152,19 +217,12 @@ class ConcatFusion(_VectorFusion):
         activation: activation of the output.
         use_bias: whether the projection has a bias.
         dropout: dropout rate on the concatenation (training only).
-        {dense}
-        modalities: the dict keys, in modality order (optional).
-        **kwargs: base `keras.layers.Layer` arguments (`name`, `dtype`...).
+        {args}
 
-    Call arguments:
-        inputs: list or dict of `(B, d_i)` tensors (`None` = absent).
-        modality_mask: optional `(B, M)` presence mask.
-        training: Python bool, training mode (for dropout).
+    {call}
 
     Example:
 
-    >>> import numpy as np
-    >>> import mmkeras
     >>> image = np.random.rand(4, 32).astype("float32")
     >>> text = np.random.rand(4, 16).astype("float32")
     >>> tuple(mmkeras.layers.ConcatFusion(8)([image, text]).shape)
@@ -173,53 +231,11 @@ class ConcatFusion(_VectorFusion):
 
     min_modalities = 1
 
-    def __init__(
-        self, units=None, activation=None, use_bias=True, dropout=0.0, **kwargs
-    ):
-        super().__init__(**kwargs)
-        self.units = check_positive_int(units, "units", allow_none=True)
-        self.activation = keras.activations.get(activation)
-        self.use_bias = use_bias
-        self.dropout = check_rate(dropout)
+    def _fused_size(self, shapes):
+        return sum(s[-1] for s in shapes)
 
-    def build_modalities(self, shapes):
-        total = sum(s[-1] for s in shapes)
-        self._dropout_layer = keras.layers.Dropout(
-            self.dropout, dtype=self.dtype_policy
-        )
-        if self.units is not None:
-            self._projection = make_dense(
-                self, self.units, self.activation, self.use_bias, "projection"
-            )
-            self._projection.build((None, total))
-
-    def call(self, inputs, modality_mask=None, training=None):
-        xs, _ = self.prepare_inputs(inputs, modality_mask)
-        h = ops.concatenate(xs, axis=-1)
-        h = self._dropout_layer(h, training=training)
-        if self.units is None:
-            return self.activation(h)
-        return self._projection(h)
-
-    def compute_output_shape(self, input_shape):
-        shapes = self.shapes_of(input_shape)
-        if self.units is not None:
-            units = self.units
-        elif self._input_shapes is not None:
-            units = sum(s[-1] for s in self._input_shapes)
-        else:
-            units = sum(s[-1] for s in shapes)
-        return (_batch(shapes), units)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            units=self.units,
-            activation=keras.activations.serialize(self.activation),
-            use_bias=self.use_bias,
-            dropout=self.dropout,
-        )
-        return config
+    def _fuse(self, xs):
+        return ops.concatenate(xs, axis=-1)
 
 
 @keras.saving.register_keras_serializable(package="mmkeras")
@@ -239,19 +255,12 @@ class GatedFusion(_VectorFusion):
         units: size of the fused representation.
         use_bias: whether projections and gates have biases.
         dropout: dropout rate on the output (training only).
-        {dense}
-        modalities: the dict keys, in modality order (optional).
-        **kwargs: base `keras.layers.Layer` arguments.
+        {args}
 
-    Call arguments:
-        inputs: list or dict of `(B, d_i)` tensors (`None` = absent).
-        modality_mask: optional `(B, M)` presence mask.
-        training: Python bool, training mode (for dropout).
+    {call}
 
     Example:
 
-    >>> import numpy as np
-    >>> import mmkeras
     >>> xs = [np.random.rand(4, d).astype("float32") for d in (32, 16, 8)]
     >>> tuple(mmkeras.layers.GatedFusion(12)(xs).shape)
     (4, 12)
@@ -264,20 +273,14 @@ class GatedFusion(_VectorFusion):
         self.dropout = check_rate(dropout)
 
     def build_modalities(self, shapes):
-        self._projections = []
-        for i, s in enumerate(shapes):
-            dense = make_dense(
-                self, self.units, use_bias=self.use_bias, name=f"projection_{i}"
-            )
-            dense.build((None, s[-1]))
-            self._projections.append(dense)
-        self._gate = make_dense(
-            self, len(shapes) * self.units, use_bias=self.use_bias, name="gate"
+        self._projections = self.make_projections(
+            shapes, self.units, use_bias=self.use_bias
+        )
+        self._gate = self.make_dense(
+            len(shapes) * self.units, use_bias=self.use_bias, name="gate"
         )
         self._gate.build((None, sum(s[-1] for s in shapes)))
-        self._dropout_layer = keras.layers.Dropout(
-            self.dropout, dtype=self.dtype_policy
-        )
+        self._dropout_layer = self.make_dropout(self.dropout)
 
     def call(self, inputs, modality_mask=None, training=None):
         xs, present = self.prepare_inputs(inputs, modality_mask)
@@ -289,9 +292,6 @@ class GatedFusion(_VectorFusion):
         out = _gated_fusion(projections, gates, present)
         return self._dropout_layer(out, training=training)
 
-    def compute_output_shape(self, input_shape):
-        return (_batch(self.shapes_of(input_shape)), self.units)
-
     def get_config(self):
         config = super().get_config()
         config.update(
@@ -301,7 +301,7 @@ class GatedFusion(_VectorFusion):
 
 
 @keras.saving.register_keras_serializable(package="mmkeras")
-class FiLM(_VectorFusion):
+class FiLM(KeepsFirstModality, _VectorFusion):
     """Feature-wise linear modulation (Perez et al. 2018).
 
     `[features, condition]`: a Dense layer maps the condition vector
@@ -329,8 +329,6 @@ class FiLM(_VectorFusion):
 
     Example:
 
-    >>> import numpy as np
-    >>> import mmkeras
     >>> image = np.random.rand(2, 7, 7, 16).astype("float32")
     >>> text = np.random.rand(2, 32).astype("float32")
     >>> tuple(mmkeras.layers.FiLM()([image, text]).shape)
@@ -349,8 +347,8 @@ class FiLM(_VectorFusion):
 
     def build_modalities(self, shapes):
         channels = shapes[0][-1]
-        self._film = make_dense(
-            self, 2 * channels, use_bias=self.use_bias, name="film"
+        self._film = self.make_dense(
+            2 * channels, use_bias=self.use_bias, name="film"
         )
         self._film.build((None, shapes[1][-1]))
 
@@ -369,22 +367,6 @@ class FiLM(_VectorFusion):
         keep = expand_to_rank(present[:, 0], rank)
         return ops.where(keep, out, ops.zeros_like(out))
 
-    def compute_mask(self, inputs, previous_mask):
-        if previous_mask is None:
-            return None
-        if isinstance(previous_mask, dict):
-            key = self._names[0] if self._names else "features"
-            return previous_mask.get(key)
-        if isinstance(previous_mask, (list, tuple)) and previous_mask:
-            return previous_mask[0]
-        return None
-
-    def compute_output_shape(self, input_shape):
-        shapes = self.shapes_of(input_shape)
-        if shapes[0] is not None:
-            return tuple(shapes[0])
-        return tuple(self._input_shapes[0])
-
     def get_config(self):
         config = super().get_config()
         config.update(
@@ -395,7 +377,7 @@ class FiLM(_VectorFusion):
 
 
 @keras.saving.register_keras_serializable(package="mmkeras")
-class TensorFusion(_VectorFusion):
+class TensorFusion(_ProjectedFusion):
     """Tensor Fusion (Zadeh et al. 2017): outer product of `[x_i; 1]` vectors.
 
     The flattened product, of size `prod_i (d_i + 1)`, holds every
@@ -413,19 +395,12 @@ class TensorFusion(_VectorFusion):
         max_fused_size: the largest product size accepted (default
             262144); building with a larger one raises ValueError. Use
             `LowRankFusion` for larger inputs.
-        {dense}
-        modalities: the dict keys, in modality order (optional).
-        **kwargs: base `keras.layers.Layer` arguments.
+        {args}
 
-    Call arguments:
-        inputs: list or dict of `(B, d_i)` tensors (`None` = absent).
-        modality_mask: optional `(B, M)` presence mask.
-        training: Python bool, training mode (for dropout).
+    {call}
 
     Example:
 
-    >>> import numpy as np
-    >>> import mmkeras
     >>> xs = [np.random.rand(4, d).astype("float32") for d in (3, 4)]
     >>> tuple(mmkeras.layers.TensorFusion()(xs).shape)
     (4, 20)
@@ -440,11 +415,7 @@ class TensorFusion(_VectorFusion):
         max_fused_size=262144,
         **kwargs,
     ):
-        super().__init__(**kwargs)
-        self.units = check_positive_int(units, "units", allow_none=True)
-        self.activation = keras.activations.get(activation)
-        self.use_bias = use_bias
-        self.dropout = check_rate(dropout)
+        super().__init__(units, activation, use_bias, dropout, **kwargs)
         self.max_fused_size = check_positive_int(
             max_fused_size, "max_fused_size"
         )
@@ -462,19 +433,7 @@ class TensorFusion(_VectorFusion):
             )
         return size
 
-    def build_modalities(self, shapes):
-        size = self._fused_size(shapes)
-        self._dropout_layer = keras.layers.Dropout(
-            self.dropout, dtype=self.dtype_policy
-        )
-        if self.units is not None:
-            self._projection = make_dense(
-                self, self.units, self.activation, self.use_bias, "projection"
-            )
-            self._projection.build((None, size))
-
-    def call(self, inputs, modality_mask=None, training=None):
-        xs, _ = self.prepare_inputs(inputs, modality_mask)
+    def _fuse(self, xs):
         z = None
         for x in xs:
             ones = ops.ones_like(x[:, :1])
@@ -485,31 +444,16 @@ class TensorFusion(_VectorFusion):
             size = z.shape[-1] * x1.shape[-1]
             z = ops.expand_dims(z, 2) * ops.expand_dims(x1, 1)
             z = ops.reshape(z, (-1, size))
-        z = self._dropout_layer(z, training=training)
-        if self.units is None:
-            return self.activation(z)
-        return self._projection(z)
-
-    def compute_output_shape(self, input_shape):
-        shapes = self.shapes_of(input_shape)
-        size = self._fused_size(self._input_shapes or shapes)
-        units = size if self.units is None else self.units
-        return (_batch(shapes), units)
+        return z
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            units=self.units,
-            activation=keras.activations.serialize(self.activation),
-            use_bias=self.use_bias,
-            dropout=self.dropout,
-            max_fused_size=self.max_fused_size,
-        )
+        config.update(max_fused_size=self.max_fused_size)
         return config
 
 
 @keras.saving.register_keras_serializable(package="mmkeras")
-class LowRankFusion(_VectorFusion):
+class LowRankFusion(_DenseFusion):
     """Low-rank Multimodal Fusion (Liu et al. 2018).
 
     Each modality has factors `W_m` of shape `(rank, d_m + 1, units)`; with
@@ -527,19 +471,12 @@ class LowRankFusion(_VectorFusion):
         activation: activation of the output.
         use_bias: whether to add a bias.
         dropout: dropout rate on the output (training only).
-        {dense}
-        modalities: the dict keys, in modality order (optional).
-        **kwargs: base `keras.layers.Layer` arguments.
+        {args}
 
-    Call arguments:
-        inputs: list or dict of `(B, d_i)` tensors (`None` = absent).
-        modality_mask: optional `(B, M)` presence mask.
-        training: Python bool, training mode (for dropout).
+    {call}
 
     Example:
 
-    >>> import numpy as np
-    >>> import mmkeras
     >>> xs = [np.random.rand(4, d).astype("float32") for d in (32, 16, 8)]
     >>> tuple(mmkeras.layers.LowRankFusion(10, rank=4)(xs).shape)
     (4, 10)
@@ -554,43 +491,21 @@ class LowRankFusion(_VectorFusion):
         dropout=0.0,
         **kwargs,
     ):
-        super().__init__(**kwargs)
-        self.units = check_positive_int(units, "units")
+        super().__init__(units, activation, use_bias, dropout, **kwargs)
         self.rank = check_positive_int(rank, "rank")
-        self.activation = keras.activations.get(activation)
-        self.use_bias = use_bias
-        self.dropout = check_rate(dropout)
 
     def build_modalities(self, shapes):
         self._factors = [
-            self.add_weight(
-                shape=(self.rank, s[-1] + 1, self.units),
-                initializer=self.kernel_initializer,
-                regularizer=self.kernel_regularizer,
-                constraint=self.kernel_constraint,
-                name=f"factor_{i}",
+            self.add_dense_weight(
+                (self.rank, s[-1] + 1, self.units), f"factor_{i}"
             )
             for i, s in enumerate(shapes)
         ]
-        self.rank_weights = self.add_weight(
-            shape=(self.rank,),
-            initializer=self.kernel_initializer,
-            regularizer=self.kernel_regularizer,
-            constraint=self.kernel_constraint,
-            name="rank_weights",
-        )
+        self.rank_weights = self.add_dense_weight((self.rank,), "rank_weights")
         self.bias = None
         if self.use_bias:
-            self.bias = self.add_weight(
-                shape=(self.units,),
-                initializer=self.bias_initializer,
-                regularizer=self.bias_regularizer,
-                constraint=self.bias_constraint,
-                name="bias",
-            )
-        self._dropout_layer = keras.layers.Dropout(
-            self.dropout, dtype=self.dtype_policy
-        )
+            self.bias = self.add_dense_weight((self.units,), "bias", "bias")
+        self._dropout_layer = self.make_dropout(self.dropout)
 
     def call(self, inputs, modality_mask=None, training=None):
         xs, _ = self.prepare_inputs(inputs, modality_mask)
@@ -604,18 +519,9 @@ class LowRankFusion(_VectorFusion):
         out = self.activation(out)
         return self._dropout_layer(out, training=training)
 
-    def compute_output_shape(self, input_shape):
-        return (_batch(self.shapes_of(input_shape)), self.units)
-
     def get_config(self):
         config = super().get_config()
-        config.update(
-            units=self.units,
-            rank=self.rank,
-            activation=keras.activations.serialize(self.activation),
-            use_bias=self.use_bias,
-            dropout=self.dropout,
-        )
+        config.update(rank=self.rank)
         return config
 
 
@@ -640,19 +546,12 @@ class BilinearFusion(_VectorFusion):
         use_bias: whether the projections have biases.
         dropout: dropout rate on the product before pooling (training only).
         epsilon: the power normalization's smoothing constant.
-        {dense}
-        modalities: the dict keys, in modality order (optional).
-        **kwargs: base `keras.layers.Layer` arguments.
+        {args}
 
-    Call arguments:
-        inputs: list or dict of `(B, d_i)` tensors (`None` = absent).
-        modality_mask: optional `(B, M)` presence mask.
-        training: Python bool, training mode (for dropout).
+    {call}
 
     Example:
 
-    >>> import numpy as np
-    >>> import mmkeras
     >>> image = np.random.rand(4, 32).astype("float32")
     >>> question = np.random.rand(4, 16).astype("float32")
     >>> fuse = mmkeras.layers.BilinearFusion(8, factor=3)
@@ -682,19 +581,10 @@ class BilinearFusion(_VectorFusion):
         self.epsilon = float(epsilon)
 
     def build_modalities(self, shapes):
-        self._projections = []
-        for i, s in enumerate(shapes):
-            dense = make_dense(
-                self,
-                self.units * self.factor,
-                use_bias=self.use_bias,
-                name=f"projection_{i}",
-            )
-            dense.build((None, s[-1]))
-            self._projections.append(dense)
-        self._dropout_layer = keras.layers.Dropout(
-            self.dropout, dtype=self.dtype_policy
+        self._projections = self.make_projections(
+            shapes, self.units * self.factor, use_bias=self.use_bias
         )
+        self._dropout_layer = self.make_dropout(self.dropout)
 
     def call(self, inputs, modality_mask=None, training=None):
         xs, present = self.prepare_inputs(inputs, modality_mask)
@@ -717,9 +607,6 @@ class BilinearFusion(_VectorFusion):
         sq = ops.where(ops.greater(sq, 0), sq, ops.ones_like(sq))
         return z / ops.sqrt(sq)
 
-    def compute_output_shape(self, input_shape):
-        return (_batch(self.shapes_of(input_shape)), self.units)
-
     def get_config(self):
         config = super().get_config()
         config.update(
@@ -733,7 +620,7 @@ class BilinearFusion(_VectorFusion):
 
 
 @keras.saving.register_keras_serializable(package="mmkeras")
-class AttentionFusion(_VectorFusion):
+class AttentionFusion(_DenseFusion):
     """Learned softmax weights over modalities.
 
     Each modality is projected to `units`, `h_m = activation(W_m x_m + b_m)`;
@@ -746,56 +633,30 @@ class AttentionFusion(_VectorFusion):
         activation: activation of the projections.
         use_bias: whether the projections have biases.
         dropout: dropout rate on the output (training only).
-        {dense}
-        modalities: the dict keys, in modality order (optional).
-        **kwargs: base `keras.layers.Layer` arguments.
+        {args}
 
-    Call arguments:
-        inputs: list or dict of `(B, d_i)` tensors (`None` = absent).
-        modality_mask: optional `(B, M)` presence mask.
-        training: Python bool, training mode (for dropout).
+    {call}
         return_attention_weights: also return the `(B, M)` weights.
 
     Example:
 
-    >>> import numpy as np
-    >>> import mmkeras
     >>> xs = {"image": np.random.rand(4, 32).astype("float32"),
     ...       "audio": np.random.rand(4, 8).astype("float32")}
     >>> tuple(mmkeras.layers.AttentionFusion(16)(xs).shape)
     (4, 16)
     """
 
-    def __init__(
-        self, units, activation=None, use_bias=True, dropout=0.0, **kwargs
-    ):
-        super().__init__(**kwargs)
-        self.units = check_positive_int(units, "units")
-        self.activation = keras.activations.get(activation)
-        self.use_bias = use_bias
-        self.dropout = check_rate(dropout)
-
     def build_modalities(self, shapes):
-        self._projections = []
-        for i, s in enumerate(shapes):
-            dense = make_dense(
-                self,
-                self.units,
-                self.activation,
-                use_bias=self.use_bias,
-                name=f"projection_{i}",
-            )
-            dense.build((None, s[-1]))
-            self._projections.append(dense)
-        self._score_hidden = make_dense(
-            self, self.units, "tanh", name="score_hidden"
+        self._projections = self.make_projections(
+            shapes, self.units, self.activation, self.use_bias
+        )
+        self._score_hidden = self.make_dense(
+            self.units, "tanh", name="score_hidden"
         )
         self._score_hidden.build((None, self.units))
-        self._score = make_dense(self, 1, use_bias=False, name="score")
+        self._score = self.make_dense(1, use_bias=False, name="score")
         self._score.build((None, self.units))
-        self._dropout_layer = keras.layers.Dropout(
-            self.dropout, dtype=self.dtype_policy
-        )
+        self._dropout_layer = self.make_dropout(self.dropout)
 
     def call(
         self,
@@ -814,9 +675,6 @@ class AttentionFusion(_VectorFusion):
             return out, weights
         return out
 
-    def compute_output_shape(self, input_shape):
-        return (_batch(self.shapes_of(input_shape)), self.units)
-
     def compute_output_spec(
         self,
         inputs,
@@ -829,16 +687,6 @@ class AttentionFusion(_VectorFusion):
             return out
         n = self.num_modalities
         return out, keras.KerasTensor((out.shape[0], n), dtype=out.dtype)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            units=self.units,
-            activation=keras.activations.serialize(self.activation),
-            use_bias=self.use_bias,
-            dropout=self.dropout,
-        )
-        return config
 
 
 def _masked_softmax(scores, present):
@@ -854,13 +702,6 @@ def _masked_softmax(scores, present):
     return e / total
 
 
-def _batch(shapes):
-    for s in shapes:
-        if s is not None:
-            return s[0]
-    return None
-
-
 for _cls in (
     ConcatFusion,
     GatedFusion,
@@ -870,5 +711,10 @@ for _cls in (
     BilinearFusion,
     AttentionFusion,
 ):
-    _cls.__doc__ = _cls.__doc__.replace("{dense}", _DENSE_ARGS_DOC)
-del _cls
+    for _key, _text in (
+        ("{dense}", _DENSE_ARGS_DOC),
+        ("{args}", _ARGS_DOC),
+        ("{call}", _CALL_DOC),
+    ):
+        _cls.__doc__ = _cls.__doc__.replace(_key, _text)
+del _cls, _key, _text

@@ -17,24 +17,47 @@ Keras masks of the inputs (`Embedding(mask_zero=True)`, `Masking`).
 Missing modalities: `modality_mask` `(B, M)` and/or `None` entries, as in
 `mmkeras.layers.fusion`; an absent modality's tokens are masked out of the
 attention, so they never influence the output.
+
+The examples assume `import numpy as np` and `import mmkeras`.
 """
 
 import keras
 from keras import ops
 
 from mmkeras.layers.attention import FusedMultiHeadAttention
-from mmkeras.layers.fusion_base import ModalityLayer
+from mmkeras.layers.fusion_base import FusionLayer
+from mmkeras.layers.fusion_base import KeepsFirstModality
+from mmkeras.layers.fusion_base import batch_of
 from mmkeras.layers.fusion_base import check_positive_int
 from mmkeras.layers.fusion_base import check_rate
-from mmkeras.layers.fusion_base import dense_config
 from mmkeras.layers.fusion_base import expand_to_rank
 from mmkeras.layers.fusion_base import keras_mask_of
-from mmkeras.layers.fusion_base import make_dense
-from mmkeras.layers.fusion_base import set_dense_args
+
+# The arguments both layers share, in their docstrings (filled in at the
+# end of this module).
+_ARGS_DOC = """dropout: dropout rate on the residual branches (training only).
+        attention_dropout: dropout on the attention probabilities (training
+            only; falls back to Keras' attention while it is active, where a
+            query with no valid key averages the values instead of getting
+            zeros).
+        activation: activation of the feed-forward hidden layer.
+        use_bias: whether the projections have biases.
+        epsilon: the layer normalizations' epsilon.
+        implementation: passed to `fused_attention` (None, "auto",
+            "native", "reference").
+        kernel_initializer, bias_initializer, kernel_regularizer,
+            bias_regularizer, kernel_constraint, bias_constraint: as in
+            `keras.layers.Dense`, for every projection."""
 
 
-class _SequenceFusion(ModalityLayer):
-    """Shared arguments and padding-mask handling of the attention layers."""
+class _SequenceFusion(FusionLayer):
+    """Shared arguments, padding-mask handling and pre-norm block of the
+    attention layers.
+
+    A subclass builds its layer normalizations and then calls
+    `_build_block`, and implements `_fuse`. The Dense-style arguments and
+    `modalities` go on to `FusionLayer`.
+    """
 
     input_ranks = (3,)
 
@@ -49,16 +72,9 @@ class _SequenceFusion(ModalityLayer):
         use_bias=True,
         epsilon=1e-5,
         implementation=None,
-        kernel_initializer="glorot_uniform",
-        bias_initializer="zeros",
-        kernel_regularizer=None,
-        bias_regularizer=None,
-        kernel_constraint=None,
-        bias_constraint=None,
-        modalities=None,
         **kwargs,
     ):
-        super().__init__(modalities=modalities, **kwargs)
+        super().__init__(**kwargs)
         self.num_heads = check_positive_int(num_heads, "num_heads")
         self.key_dim = check_positive_int(key_dim, "key_dim", allow_none=True)
         self.ff_dim = check_positive_int(ff_dim, "ff_dim", allow_none=True)
@@ -70,53 +86,75 @@ class _SequenceFusion(ModalityLayer):
         self.use_bias = use_bias
         self.epsilon = epsilon
         self.implementation = implementation
-        set_dense_args(
-            self,
-            kernel_initializer,
-            bias_initializer,
-            kernel_regularizer,
-            bias_regularizer,
-            kernel_constraint,
-            bias_constraint,
-        )
 
-    def _make_attention(self, key_dim):
-        return FusedMultiHeadAttention(
+    def _make_norm(self, name, dim):
+        """A built layer normalization of sequences of width `dim`."""
+        norm = keras.layers.LayerNormalization(
+            epsilon=self.epsilon, dtype=self.dtype_policy, name=name
+        )
+        norm.build((None, None, dim))
+        return norm
+
+    def _build_block(self, dim, kv_dim):
+        """The layers of the block on a stream of width `dim`: attention to
+        tokens of width `kv_dim`, then the feed-forward sub-block."""
+        key_dim = self.key_dim or max(1, dim // self.num_heads)
+        self._attention = FusedMultiHeadAttention(
             num_heads=self.num_heads,
             key_dim=key_dim,
             dropout=self.attention_dropout,
             use_bias=self.use_bias,
-            kernel_initializer=self.kernel_initializer,
-            bias_initializer=self.bias_initializer,
-            kernel_regularizer=self.kernel_regularizer,
-            bias_regularizer=self.bias_regularizer,
-            kernel_constraint=self.kernel_constraint,
-            bias_constraint=self.bias_constraint,
             implementation=self.implementation,
             dtype=self.dtype_policy,
             name="attention",
+            **self.dense_args(),
         )
-
-    def _make_block(self, dim, ff_dim):
-        """Layers of the pre-norm feed-forward sub-block on width `dim`."""
-        self._norm_ff = keras.layers.LayerNormalization(
-            epsilon=self.epsilon, dtype=self.dtype_policy, name="norm_ff"
+        self._attention.build((None, None, dim), (None, None, kv_dim))
+        ff_dim = self.ff_dim or 4 * dim
+        self._norm_ff = self._make_norm("norm_ff", dim)
+        self._ff_in = self.make_dense(
+            ff_dim, self.activation, self.use_bias, "ff_in"
         )
-        self._norm_ff.build((None, None, dim))
-        self._ff_in = make_dense(self, ff_dim, self.activation, self.use_bias,
-                                 "ff_in")
         self._ff_in.build((None, None, dim))
-        self._ff_out = make_dense(self, dim, None, self.use_bias, "ff_out")
+        self._ff_out = self.make_dense(dim, None, self.use_bias, "ff_out")
         self._ff_out.build((None, None, ff_dim))
-        self._dropout_layer = keras.layers.Dropout(
-            self.dropout, dtype=self.dtype_policy
-        )
+        self._dropout_layer = self.make_dropout(self.dropout)
 
-    def _feed_forward(self, x, training):
+    def _block(self, x, query, kv, valid, training):
+        """The pre-norm block on the stream `x`: `query` (`x` normalized)
+        attends to the normalized tokens `kv` where `valid` `(B, S)` is
+        True, then the feed-forward sub-block."""
+        attended = self._attention(
+            query,
+            kv,
+            kv,
+            attention_mask=ops.expand_dims(valid, 1),
+            training=training,
+        )
+        x = x + self._dropout_layer(attended, training=training)
         h = self._ff_in(self._norm_ff(x))
         h = self._dropout_layer(h, training=training)
         h = self._ff_out(h)
         return x + self._dropout_layer(h, training=training)
+
+    def call(
+        self,
+        inputs,
+        modality_mask=None,
+        padding_mask=None,
+        training=None,
+        mask=None,
+    ):
+        raw = self.split_tensors(inputs)
+        pads = self.padding_masks(padding_mask, mask, raw)
+        xs, present = self.prepare_inputs(inputs, modality_mask)
+        return self._fuse(xs, present, pads, training)
+
+    def _fuse(self, xs, present, pads, training):
+        """The output, from the list of modality sequences `xs` (absent ones
+        zeroed), the `(B, M)` presence mask `present` and the list of key
+        padding masks `pads` (None entries: no padding)."""
+        raise NotImplementedError
 
     def padding_masks(self, padding_mask, mask, raw):
         """One `(B, T_i)` boolean key-padding mask (or None) per modality,
@@ -192,12 +230,11 @@ class _SequenceFusion(ModalityLayer):
             epsilon=self.epsilon,
             implementation=self.implementation,
         )
-        config.update(dense_config(self))
         return config
 
 
 @keras.saving.register_keras_serializable(package="mmkeras")
-class CrossModalAttention(_SequenceFusion):
+class CrossModalAttention(KeepsFirstModality, _SequenceFusion):
     """MulT-style cross-modal block (Tsai et al. 2019), pre-norm.
 
     `[query, context]`: the query sequence `x` (B, T, d_q) attends to the
@@ -221,19 +258,7 @@ class CrossModalAttention(_SequenceFusion):
         num_heads: number of attention heads.
         key_dim: size of each head (default `d_q // num_heads`, at least 1).
         ff_dim: hidden size of the feed-forward (default `4 * d_q`).
-        dropout: dropout rate on the residual branches (training only).
-        attention_dropout: dropout on the attention probabilities (training
-            only; falls back to Keras' attention while it is active, where a
-            query with no valid key averages the values instead of getting
-            zeros).
-        activation: activation of the feed-forward hidden layer.
-        use_bias: whether the projections have biases.
-        epsilon: the layer normalizations' epsilon.
-        implementation: passed to `fused_attention` (None, "auto",
-            "native", "reference").
-        kernel_initializer, bias_initializer, kernel_regularizer,
-            bias_regularizer, kernel_constraint, bias_constraint: as in
-            `keras.layers.Dense`, for every projection.
+        {args}
         modalities: the two dict keys `[query_key, context_key]`; default
             `["query", "context"]`.
         **kwargs: base `keras.layers.Layer` arguments.
@@ -248,8 +273,6 @@ class CrossModalAttention(_SequenceFusion):
 
     Example:
 
-    >>> import numpy as np
-    >>> import mmkeras
     >>> text = np.random.rand(2, 5, 16).astype("float32")
     >>> audio = np.random.rand(2, 9, 8).astype("float32")
     >>> block = mmkeras.layers.CrossModalAttention(num_heads=2, key_dim=8)
@@ -263,65 +286,33 @@ class CrossModalAttention(_SequenceFusion):
 
     def build_modalities(self, shapes):
         (dq, dc) = shapes[0][-1], shapes[1][-1]
-        key_dim = self.key_dim or max(1, dq // self.num_heads)
-        ff_dim = self.ff_dim or 4 * dq
-        self._norm_query = keras.layers.LayerNormalization(
-            epsilon=self.epsilon, dtype=self.dtype_policy, name="norm_query"
-        )
-        self._norm_query.build((None, None, dq))
-        self._norm_context = keras.layers.LayerNormalization(
-            epsilon=self.epsilon, dtype=self.dtype_policy, name="norm_context"
-        )
-        self._norm_context.build((None, None, dc))
-        self._attention = self._make_attention(key_dim)
-        self._attention.build((None, None, dq), (None, None, dc))
-        self._make_block(dq, ff_dim)
+        self._norm_query = self._make_norm("norm_query", dq)
+        self._norm_context = self._make_norm("norm_context", dc)
+        self._build_block(dq, dc)
 
-    def call(
-        self,
-        inputs,
-        modality_mask=None,
-        padding_mask=None,
-        training=None,
-        mask=None,
-    ):
-        raw = self.split_tensors(inputs)
-        if raw[0] is None:
+    def split_tensors(self, inputs):
+        xs = super().split_tensors(inputs)
+        if xs[0] is None:
             raise ValueError(
                 "Argument `inputs` of CrossModalAttention: the query sequence "
                 "sets the output's length, so it cannot be None; mark an "
                 "absent query with `modality_mask` instead. Received: "
                 "query=None"
             )
-        pads = self.padding_masks(padding_mask, mask, raw)
-        (x, context), present = self.prepare_inputs(inputs, modality_mask)
+        return xs
+
+    def _fuse(self, xs, present, pads, training):
+        (x, context) = xs
         valid = self.key_valid(pads[1], present[:, 1], context)
-        context = self._norm_context(context)
-        attended = self._attention(
+        y = self._block(
+            x,
             self._norm_query(x),
-            context,
-            context,
-            attention_mask=ops.expand_dims(valid, 1),
-            training=training,
+            self._norm_context(context),
+            valid,
+            training,
         )
-        x = x + self._dropout_layer(attended, training=training)
-        y = self._feed_forward(x, training)
         keep = expand_to_rank(present[:, 0], 3)
         return ops.where(keep, y, ops.zeros_like(y))
-
-    def compute_mask(self, inputs, previous_mask):
-        if isinstance(previous_mask, dict):
-            key = self._names[0] if self._names else "query"
-            return previous_mask.get(key)
-        if isinstance(previous_mask, (list, tuple)) and previous_mask:
-            return previous_mask[0]
-        return None
-
-    def compute_output_shape(self, input_shape):
-        shapes = self.shapes_of(input_shape)
-        if shapes[0] is not None:
-            return tuple(shapes[0])
-        return tuple(self._input_shapes[0])
 
 
 @keras.saving.register_keras_serializable(package="mmkeras")
@@ -353,16 +344,7 @@ class PerceiverFusion(_SequenceFusion):
         pooling: None (return the latents) or "mean".
         embeddings_initializer: initializer of the latents and the modality
             embeddings (default truncated normal, stddev 0.02).
-        dropout: dropout rate on the residual branches (training only).
-        attention_dropout: dropout on the attention probabilities (training
-            only; falls back to Keras' attention while it is active).
-        activation: activation of the feed-forward hidden layer.
-        use_bias: whether the projections have biases.
-        epsilon: the layer normalizations' epsilon.
-        implementation: passed to `fused_attention`.
-        kernel_initializer, bias_initializer, kernel_regularizer,
-            bias_regularizer, kernel_constraint, bias_constraint: as in
-            `keras.layers.Dense`, for every projection.
+        {args}
         modalities: the dict keys, in modality order (optional).
         **kwargs: base `keras.layers.Layer` arguments.
 
@@ -375,8 +357,6 @@ class PerceiverFusion(_SequenceFusion):
 
     Example:
 
-    >>> import numpy as np
-    >>> import mmkeras
     >>> image = np.random.rand(2, 49, 32).astype("float32")
     >>> text = np.random.rand(2, 12, 16).astype("float32")
     >>> fuse = mmkeras.layers.PerceiverFusion(num_latents=4, units=16,
@@ -412,12 +392,9 @@ class PerceiverFusion(_SequenceFusion):
 
     def build_modalities(self, shapes):
         d = self.units
-        key_dim = self.key_dim or max(1, d // self.num_heads)
-        self._projections = []
-        for i, s in enumerate(shapes):
-            dense = make_dense(self, d, None, self.use_bias, f"projection_{i}")
-            dense.build((None, None, s[-1]))
-            self._projections.append(dense)
+        self._projections = self.make_projections(
+            shapes, d, use_bias=self.use_bias
+        )
         self.modality_embeddings = self.add_weight(
             shape=(len(shapes), d),
             initializer=self.embeddings_initializer,
@@ -428,29 +405,11 @@ class PerceiverFusion(_SequenceFusion):
             initializer=self.embeddings_initializer,
             name="latents",
         )
-        self._norm_latents = keras.layers.LayerNormalization(
-            epsilon=self.epsilon, dtype=self.dtype_policy, name="norm_latents"
-        )
-        self._norm_latents.build((None, None, d))
-        self._norm_tokens = keras.layers.LayerNormalization(
-            epsilon=self.epsilon, dtype=self.dtype_policy, name="norm_tokens"
-        )
-        self._norm_tokens.build((None, None, d))
-        self._attention = self._make_attention(key_dim)
-        self._attention.build((None, None, d), (None, None, d))
-        self._make_block(d, self.ff_dim or 4 * d)
+        self._norm_latents = self._make_norm("norm_latents", d)
+        self._norm_tokens = self._make_norm("norm_tokens", d)
+        self._build_block(d, d)
 
-    def call(
-        self,
-        inputs,
-        modality_mask=None,
-        padding_mask=None,
-        training=None,
-        mask=None,
-    ):
-        raw = self.split_tensors(inputs)
-        pads = self.padding_masks(padding_mask, mask, raw)
-        xs, present = self.prepare_inputs(inputs, modality_mask)
+    def _fuse(self, xs, present, pads, training):
         tokens, valid = [], []
         for i, (proj, x) in enumerate(zip(self._projections, xs)):
             tokens.append(proj(x) + self.modality_embeddings[i])
@@ -462,22 +421,19 @@ class PerceiverFusion(_SequenceFusion):
         z = ops.broadcast_to(
             ops.expand_dims(latents, 0), (batch, self.num_latents, self.units)
         )
-        kv = self._norm_tokens(tokens)
-        attended = self._attention(
+        z = self._block(
+            z,
             self._norm_latents(z),
-            kv,
-            kv,
-            attention_mask=ops.expand_dims(valid, 1),
-            training=training,
+            self._norm_tokens(tokens),
+            valid,
+            training,
         )
-        z = z + self._dropout_layer(attended, training=training)
-        z = self._feed_forward(z, training)
         if self.pooling == "mean":
             return ops.mean(z, axis=1)
         return z
 
     def compute_output_shape(self, input_shape):
-        batch = next(s[0] for s in self.shapes_of(input_shape) if s)
+        batch = batch_of(self.shapes_of(input_shape))
         if self.pooling == "mean":
             return (batch, self.units)
         return (batch, self.num_latents, self.units)
@@ -493,3 +449,8 @@ class PerceiverFusion(_SequenceFusion):
             ),
         )
         return config
+
+
+for _cls in (CrossModalAttention, PerceiverFusion):
+    _cls.__doc__ = _cls.__doc__.replace("{args}", _ARGS_DOC)
+del _cls

@@ -5,6 +5,8 @@ Every fusion layer (and `ModalityDropout`) derives from `ModalityLayer`,
 which turns its inputs into one list of tensors in a fixed modality order,
 validates count, ranks and batch sizes, replaces absent modalities by
 zeros and builds the `(B, M)` boolean presence mask that the layer fuses by.
+The fusion layers derive from `FusionLayer`, which adds the Dense-style
+weight arguments and makes the sublayers and weights they share.
 """
 
 import keras
@@ -45,6 +47,14 @@ def expand_to_rank(m, rank):
     for _ in range(rank - 1):
         m = ops.expand_dims(m, -1)
     return m
+
+
+def batch_of(shapes):
+    """The batch size of the first present entry of a list of shapes."""
+    for s in shapes:
+        if s is not None:
+            return s[0]
+    return None
 
 
 class ModalityLayer(keras.layers.Layer):
@@ -339,6 +349,119 @@ class ModalityLayer(keras.layers.Layer):
         return present
 
 
+# The Dense-style arguments of `FusionLayer`, in `keras.layers.Dense` order.
+_DENSE_ARGS = (
+    "kernel_initializer",
+    "bias_initializer",
+    "kernel_regularizer",
+    "bias_regularizer",
+    "kernel_constraint",
+    "bias_constraint",
+)
+
+
+class FusionLayer(ModalityLayer):
+    """Base class of the fusion layers: a `ModalityLayer` whose projections
+    and other weights take the Dense-style arguments, with the helpers that
+    make them.
+
+    Args:
+        kernel_initializer, bias_initializer, kernel_regularizer,
+            bias_regularizer, kernel_constraint, bias_constraint: as in
+            `keras.layers.Dense`, for the weights made by these helpers.
+        modalities: the dict keys, in modality order (optional).
+        **kwargs: base `keras.layers.Layer` arguments.
+    """
+
+    def __init__(
+        self,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        bias_regularizer=None,
+        kernel_constraint=None,
+        bias_constraint=None,
+        modalities=None,
+        **kwargs,
+    ):
+        super().__init__(modalities=modalities, **kwargs)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
+        self.kernel_constraint = keras.constraints.get(kernel_constraint)
+        self.bias_constraint = keras.constraints.get(bias_constraint)
+
+    def dense_args(self):
+        """The Dense-style arguments, as Keras objects, by name."""
+        return {name: getattr(self, name) for name in _DENSE_ARGS}
+
+    def make_dense(self, units, activation=None, use_bias=True, name=None):
+        """A `keras.layers.Dense` with the Dense-style arguments."""
+        return keras.layers.Dense(
+            units,
+            activation=activation,
+            use_bias=use_bias,
+            dtype=self.dtype_policy,
+            name=name,
+            **self.dense_args(),
+        )
+
+    def make_projections(self, shapes, units, activation=None, use_bias=True):
+        """One built Dense projection to `units` per modality, named
+        `projection_{i}`, for the list of modality shapes `shapes`."""
+        projections = []
+        for i, shape in enumerate(shapes):
+            dense = self.make_dense(
+                units, activation, use_bias, name=f"projection_{i}"
+            )
+            # Built for the modality's rank: (None, d), (None, None, d)...
+            dense.build((None,) * (len(shape) - 1) + (shape[-1],))
+            projections.append(dense)
+        return projections
+
+    def add_dense_weight(self, shape, name, kind="kernel"):
+        """Adds a weight that takes the `{kind}_initializer`,
+        `{kind}_regularizer` and `{kind}_constraint` of the layer, where
+        `kind` is "kernel" or "bias"."""
+        return self.add_weight(
+            shape=shape,
+            initializer=getattr(self, f"{kind}_initializer"),
+            regularizer=getattr(self, f"{kind}_regularizer"),
+            constraint=getattr(self, f"{kind}_constraint"),
+            name=name,
+        )
+
+    def make_dropout(self, rate):
+        """A `keras.layers.Dropout` in the layer's dtype policy."""
+        return keras.layers.Dropout(rate, dtype=self.dtype_policy)
+
+    def get_config(self):
+        config = super().get_config()
+        for name, value in self.dense_args().items():
+            config[name] = keras.saving.serialize_keras_object(value)
+        return config
+
+
+class KeepsFirstModality:
+    """Mixin of the `ModalityLayer`s whose output has the shape and the
+    Keras mask of their first modality (FiLM's features, the query of
+    CrossModalAttention). List it before the `ModalityLayer` base."""
+
+    def compute_mask(self, inputs, previous_mask):
+        if isinstance(previous_mask, dict):
+            return previous_mask.get(self.modality_names[0])
+        if isinstance(previous_mask, (list, tuple)) and previous_mask:
+            return previous_mask[0]
+        return None
+
+    def compute_output_shape(self, input_shape):
+        shapes = self.shapes_of(input_shape)
+        if shapes[0] is not None:
+            return tuple(shapes[0])
+        return tuple(self._input_shapes[0])
+
+
 def _is_float(x):
     dtype = keras.backend.standardize_dtype(x.dtype)
     return dtype.startswith(("float", "bfloat"))
@@ -349,54 +472,6 @@ def _safe_shape(x):
         return tuple(x.shape)
     except Exception:
         return None
-
-
-def dense_config(layer):
-    """Serializes the Dense-style arguments stored on `layer`."""
-    ser = keras.saving.serialize_keras_object
-    return {
-        "kernel_initializer": ser(layer.kernel_initializer),
-        "bias_initializer": ser(layer.bias_initializer),
-        "kernel_regularizer": ser(layer.kernel_regularizer),
-        "bias_regularizer": ser(layer.bias_regularizer),
-        "kernel_constraint": ser(layer.kernel_constraint),
-        "bias_constraint": ser(layer.bias_constraint),
-    }
-
-
-def set_dense_args(
-    layer,
-    kernel_initializer,
-    bias_initializer,
-    kernel_regularizer,
-    bias_regularizer,
-    kernel_constraint,
-    bias_constraint,
-):
-    """Stores the Dense-style arguments on `layer` as Keras objects."""
-    layer.kernel_initializer = keras.initializers.get(kernel_initializer)
-    layer.bias_initializer = keras.initializers.get(bias_initializer)
-    layer.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
-    layer.bias_regularizer = keras.regularizers.get(bias_regularizer)
-    layer.kernel_constraint = keras.constraints.get(kernel_constraint)
-    layer.bias_constraint = keras.constraints.get(bias_constraint)
-
-
-def make_dense(layer, units, activation=None, use_bias=True, name=None):
-    """A `keras.layers.Dense` with the Dense-style arguments of `layer`."""
-    return keras.layers.Dense(
-        units,
-        activation=activation,
-        use_bias=use_bias,
-        kernel_initializer=layer.kernel_initializer,
-        bias_initializer=layer.bias_initializer,
-        kernel_regularizer=layer.kernel_regularizer,
-        bias_regularizer=layer.bias_regularizer,
-        kernel_constraint=layer.kernel_constraint,
-        bias_constraint=layer.bias_constraint,
-        dtype=layer.dtype_policy,
-        name=name,
-    )
 
 
 def check_positive_int(value, name, allow_none=False):

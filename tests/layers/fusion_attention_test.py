@@ -1,41 +1,22 @@
 """Tests of CrossModalAttention and PerceiverFusion
 (mmkeras/layers/fusion_attention.py)."""
 
-import json
-
 import keras
 import numpy as np
 import pytest
+from fusion_helpers import NumpyGlorotUniform
+from fusion_helpers import check_fit_and_round_trip
+from fusion_helpers import check_none_means_absent
+from fusion_helpers import make_and_check_layer
+from fusion_helpers import random_inputs
+from fusion_helpers import to_numpy
+from fusion_helpers import without_dropout
 
 from mmkeras.layers import CrossModalAttention
 from mmkeras.layers import PerceiverFusion
 
 B = 4
-
-
-@keras.saving.register_keras_serializable(package="mmkeras_tests")
-class AttentionTestInit(keras.initializers.Initializer):
-    """Glorot-uniform from numpy. On JAX, `keras.random` compiles once per
-    new weight shape (about a second each on this CPU); numpy does not."""
-
-    def __init__(self, seed=0):
-        self.seed = seed
-        self._calls = 0
-
-    def __call__(self, shape, dtype=None):
-        self._calls += 1
-        rng = np.random.default_rng([self.seed, self._calls])
-        shape = tuple(shape)
-        fan_in = int(np.prod(shape[:-1])) if len(shape) > 1 else shape[0]
-        limit = np.sqrt(6.0 / (fan_in + (shape[-1] if shape else 1)))
-        values = rng.uniform(-limit, limit, shape).astype(dtype or "float32")
-        return keras.ops.convert_to_tensor(values)
-
-    def get_config(self):
-        return {"seed": self.seed}
-
-
-INIT = AttentionTestInit()
+INIT = NumpyGlorotUniform()
 ARGS = dict(num_heads=2, key_dim=4, ff_dim=8, kernel_initializer=INIT)
 PERCEIVER = dict(embeddings_initializer=INIT, **ARGS)
 
@@ -59,22 +40,8 @@ CASES = {
 NAMES = sorted(CASES)
 
 
-def _np(x):
-    return keras.ops.convert_to_numpy(x)
-
-
-def _data(shapes, batch=B, seed=0):
-    rng = np.random.default_rng(seed)
-    return [rng.normal(size=(batch,) + s).astype("float32") for s in shapes]
-
-
-def _without_dropout(layer):
-    """The same layer (via its config) with dropout off: on JAX every
-    dropout inlines a random-bits kernel that costs seconds to compile."""
-    config = layer.get_config()
-    if "dropout" in config:
-        config["dropout"] = 0.0
-    return type(layer).from_config(config)
+def _data(shapes):
+    return random_inputs(shapes, B)
 
 
 def _padding(shapes, batch=B, seed=2):
@@ -98,50 +65,31 @@ def _presence(n, batch=B):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_layer_contract(name):
-    factory, shapes = CASES[name]
-    layer = factory()
-    sym = layer([keras.Input(s) for s in shapes])
-    expected = layer.compute_output_shape([(None,) + s for s in shapes])
-    assert tuple(sym.shape) == tuple(expected)
-    xs = _data(shapes)
-    out = layer(xs)
-    assert tuple(out.shape) == (B,) + tuple(expected[1:])
-    assert np.all(np.isfinite(_np(out)))
-
-    config = layer.get_config()
-    json.dumps(config)
-    assert type(layer).from_config(config).get_config() == config
+    """Shapes, config round trip, absent modalities and padded tokens."""
+    shapes = CASES[name][1]
+    layer, xs, config = make_and_check_layer(*CASES[name], B)
 
     # Absent modalities and padded tokens never reach the output.
     n = len(shapes)
     present = _presence(n)
     pads = _padding(shapes)
-    out = _np(layer(xs, modality_mask=present, padding_mask=pads))
+    out = to_numpy(layer(xs, modality_mask=present, padding_mask=pads))
     assert np.all(np.isfinite(out))
     if config.get("dropout"):
         dropped = layer(xs, modality_mask=present, padding_mask=pads,
                         training=True)
-        assert np.all(np.isfinite(_np(dropped)))
+        assert np.all(np.isfinite(to_numpy(dropped)))
     changed = [x.copy() for x in xs]
     for i in range(n):
         changed[i][~present[:, i]] = np.nan
         changed[i][~pads[i]] = 77.0
-    out2 = _np(layer(changed, modality_mask=present, padding_mask=pads))
+    out2 = to_numpy(layer(changed, modality_mask=present, padding_mask=pads))
     if name == "cross":  # the query's padding only marks the output
         out, out2 = out[pads[0]], out2[pads[0]]
     np.testing.assert_allclose(out2, out, rtol=1e-5, atol=1e-5)
 
     # A None entry means the same as a False column of modality_mask.
-    j = n - 1
-    with_none = [None if i == j else x for i, x in enumerate(xs)]
-    column = np.ones((B, n), bool)
-    column[:, j] = False
-    np.testing.assert_allclose(
-        _np(layer(with_none)),
-        _np(layer(xs, modality_mask=column)),
-        rtol=1e-5,
-        atol=1e-5,
-    )
+    check_none_means_absent(layer, xs, [n - 1], tol=1e-5)
 
 
 def test_fit_and_keras_round_trip(tmp_path):
@@ -154,8 +102,8 @@ def test_fit_and_keras_round_trip(tmp_path):
     inputs = [keras.Input(s) for s in shapes]
     pad_in = [keras.Input((s[0],), dtype="bool") for s in shapes]
     mask_in = keras.Input((3,), dtype="bool")
-    cross = _without_dropout(CASES["cross"][0]())
-    perceiver = _without_dropout(CASES["perceiver"][0]())
+    cross = without_dropout(CASES["cross"][0]())
+    perceiver = without_dropout(CASES["perceiver"][0]())
     text = cross(inputs[:2], padding_mask=pad_in[:2])
     tokens = [text] + inputs[1:]
     latents = perceiver(tokens, modality_mask=mask_in, padding_mask=pad_in)
@@ -164,25 +112,13 @@ def test_fit_and_keras_round_trip(tmp_path):
     model.compile(keras.optimizers.Adam(0.02), "mse")
     data = _data(shapes) + _padding(shapes) + [_presence(3)]
     y = np.random.default_rng(3).normal(size=(B, 1)).astype("float32")
-    layers = (cross, perceiver)
-    before = [[_np(w) for w in layer.trainable_weights] for layer in layers]
-    history = model.fit(data, y, epochs=5, batch_size=B, verbose=0)
-    losses = history.history["loss"]
-    assert np.all(np.isfinite(losses))
-    assert losses[-1] < losses[0]
-    for layer, old in zip(layers, before):
-        new = [_np(w) for w in layer.trainable_weights]
-        moved = [not np.allclose(a, b) for a, b in zip(old, new)]
-        assert all(moved), (layer.name, moved)
-
-    path = tmp_path / "attention_fusion.keras"
-    model.save(path)
-    loaded = keras.saving.load_model(path)
-    np.testing.assert_allclose(
-        loaded.predict(data, batch_size=B, verbose=0),
-        model.predict(data, batch_size=B, verbose=0),
+    check_fit_and_round_trip(
+        model,
+        data,
+        y,
+        {"cross": cross, "perceiver": perceiver},
+        tmp_path / "attention_fusion.keras",
         rtol=1e-5,
-        atol=1e-6,
     )
 
 
@@ -198,12 +134,12 @@ def test_keras_masks_are_the_padding():
     ids = np.array([[3, 4, 0, 0, 0], [1, 2, 3, 4, 5], [7, 0, 0, 0, 0],
                     [0, 0, 0, 0, 0]], "int32")
     img = _data([(7, 4)])[0]
-    got = _np(model([ids, img]))
+    got = to_numpy(model([ids, img]))
     emb = embedding(ids)
-    explicit = _np(block([img, emb], padding_mask=[None, ids != 0]))
+    explicit = to_numpy(block([img, emb], padding_mask=[None, ids != 0]))
     np.testing.assert_allclose(got, explicit, rtol=1e-5, atol=1e-5)
     # Row 3 has no text token: same as an absent context.
-    absent = _np(block([img, emb], modality_mask=np.array([[1, 0]] * B)))
+    absent = to_numpy(block([img, emb], modality_mask=np.array([[1, 0]] * B)))
     np.testing.assert_allclose(got[3], absent[3], rtol=1e-5, atol=1e-5)
     # The query's Keras mask stays on the output.
     out2 = CrossModalAttention(**ARGS)([text, image])
@@ -216,7 +152,7 @@ def test_cross_modal_matches_keras_composition():
     x, c = _data([(5, 6), (7, 4)])
     pads = _padding([(5, 6), (7, 4)])
     pads[1][-1, :2] = True  # (Keras averages fully masked rows)
-    got = _np(layer([x, c], padding_mask=pads))
+    got = to_numpy(layer([x, c], padding_mask=pads))
     config = layer._attention.get_config()
     config.pop("implementation")
     mha = keras.layers.MultiHeadAttention.from_config(config)
@@ -226,17 +162,17 @@ def test_cross_modal_matches_keras_composition():
     attn = mha(q, k, k, attention_mask=np.repeat(pads[1][:, None], 5, 1))
     h = keras.ops.convert_to_tensor(x) + attn
     h = h + layer._ff_out(layer._ff_in(layer._norm_ff(h)))
-    np.testing.assert_allclose(got, _np(h), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got, to_numpy(h), rtol=1e-4, atol=1e-5)
 
 
 def test_cross_modal_absent_query_and_context():
     layer = CrossModalAttention(**ARGS)
     x, c = _data([(5, 6), (7, 4)])
     layer([x, c])
-    out = _np(layer([x, c], modality_mask=np.array([[0, 1]] * B)))
+    out = to_numpy(layer([x, c], modality_mask=np.array([[0, 1]] * B)))
     np.testing.assert_allclose(out, 0.0)
-    no_context = _np(layer([x, None]))
-    expected = x + _np(
+    no_context = to_numpy(layer([x, None]))
+    expected = x + to_numpy(
         layer._ff_out(layer._ff_in(layer._norm_ff(x)))
     )
     np.testing.assert_allclose(no_context, expected, rtol=1e-5, atol=1e-5)
@@ -249,7 +185,7 @@ def test_perceiver_all_absent_rows_are_input_independent():
     xs = _data([(5, 6), (7, 4)])
     mask = np.ones((B, 2), bool)
     mask[1:3] = False
-    out = _np(layer(xs, modality_mask=mask))
+    out = to_numpy(layer(xs, modality_mask=mask))
     assert np.all(np.isfinite(out))
     np.testing.assert_allclose(out[1], out[2], rtol=1e-6, atol=1e-6)
     assert not np.allclose(out[0], out[1])
@@ -258,11 +194,11 @@ def test_perceiver_all_absent_rows_are_input_independent():
 def test_dict_inputs():
     x, c = _data([(5, 6), (7, 4)])
     layer = CrossModalAttention(modalities=["text", "audio"], **ARGS)
-    a = _np(layer({"audio": c, "text": x}))
-    np.testing.assert_allclose(a, _np(layer([x, c])), rtol=1e-6)
+    a = to_numpy(layer({"audio": c, "text": x}))
+    np.testing.assert_allclose(a, to_numpy(layer([x, c])), rtol=1e-6)
     pads = {"audio": np.ones((B, 7), bool)}
     np.testing.assert_allclose(
-        _np(layer({"audio": c, "text": x}, padding_mask=pads)), a, rtol=1e-6
+        to_numpy(layer({"audio": c, "text": x}, padding_mask=pads)), a, rtol=1e-6
     )
     with pytest.raises(ValueError, match="unknown modality keys"):
         layer({"audio": c, "video": x})

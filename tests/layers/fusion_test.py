@@ -1,10 +1,15 @@
 """Tests of the vector fusion layers (mmkeras/layers/fusion.py)."""
 
-import json
-
 import keras
 import numpy as np
 import pytest
+from fusion_helpers import NumpyGlorotUniform
+from fusion_helpers import check_fit_and_round_trip
+from fusion_helpers import check_none_means_absent
+from fusion_helpers import make_and_check_layer
+from fusion_helpers import random_inputs
+from fusion_helpers import to_numpy
+from fusion_helpers import without_dropout
 
 import mmkeras
 from mmkeras.layers import AttentionFusion
@@ -16,31 +21,7 @@ from mmkeras.layers import LowRankFusion
 from mmkeras.layers import TensorFusion
 
 B = 8
-
-
-@keras.saving.register_keras_serializable(package="mmkeras_tests")
-class FusionTestInit(keras.initializers.Initializer):
-    """Glorot-uniform from numpy. On JAX, `keras.random` compiles once per
-    new weight shape (about a second each on this CPU); numpy does not."""
-
-    def __init__(self, seed=0):
-        self.seed = seed
-        self._calls = 0
-
-    def __call__(self, shape, dtype=None):
-        self._calls += 1
-        rng = np.random.default_rng([self.seed, self._calls])
-        shape = tuple(shape)
-        fan_in = int(np.prod(shape[:-1])) if len(shape) > 1 else shape[0]
-        limit = np.sqrt(6.0 / (fan_in + (shape[-1] if shape else 1)))
-        values = rng.uniform(-limit, limit, shape).astype(dtype or "float32")
-        return keras.ops.convert_to_tensor(values)
-
-    def get_config(self):
-        return {"seed": self.seed}
-
-
-INIT = FusionTestInit()
+INIT = NumpyGlorotUniform()
 
 # name: (factory, feature shapes of the modalities, without the batch axis)
 CASES = {
@@ -82,22 +63,8 @@ NAMES = sorted(CASES)
 DIMS = [(3,), (5,), (2,)]
 
 
-def _data(shapes, batch=B, seed=0):
-    rng = np.random.default_rng(seed)
-    return [rng.normal(size=(batch,) + s).astype("float32") for s in shapes]
-
-
-def _np(x):
-    return keras.ops.convert_to_numpy(x)
-
-
-def _without_dropout(layer):
-    """The same layer (via its config) with dropout off: on JAX every
-    dropout inlines a random-bits kernel that costs seconds to compile."""
-    config = layer.get_config()
-    if "dropout" in config:
-        config["dropout"] = 0.0
-    return type(layer).from_config(config)
+def _data(shapes):
+    return random_inputs(shapes, B)
 
 
 def _mask(batch, n, seed=1):
@@ -113,46 +80,24 @@ def _mask(batch, n, seed=1):
 @pytest.mark.parametrize("name", NAMES)
 def test_layer_contract(name):
     """Symbolic and eager shapes, config round trip, absent modalities."""
-    factory, shapes = CASES[name]
-    layer = factory()
-    sym = layer([keras.Input(s) for s in shapes])
-    expected = layer.compute_output_shape([(None,) + s for s in shapes])
-    assert tuple(sym.shape) == tuple(expected)
-    xs = _data(shapes)
-    out = layer(xs)
-    assert tuple(out.shape) == (B,) + tuple(expected[1:])
-    assert np.all(np.isfinite(_np(out)))
-
-    config = layer.get_config()
-    json.dumps(config)
-    clone = type(layer).from_config(config)
-    assert clone.get_config() == config
-    ser = keras.saving.serialize_keras_object(layer)
-    assert type(keras.saving.deserialize_keras_object(ser)) is type(layer)
+    layer, xs, config = make_and_check_layer(*CASES[name], B)
 
     # Absent entries (modality_mask) never reach the output, even as NaN.
-    n = len(shapes)
+    n = len(xs)
     mask = _mask(B, n)
     if config.get("dropout"):
-        dropped = _np(layer(xs, modality_mask=mask, training=True))
+        dropped = to_numpy(layer(xs, modality_mask=mask, training=True))
         assert np.all(np.isfinite(dropped))
-    out = _np(layer(xs, modality_mask=mask))
+    out = to_numpy(layer(xs, modality_mask=mask))
     assert np.all(np.isfinite(out))
     changed = [x.copy() for x in xs]
     for i in range(n):
         changed[i][~mask[:, i]] = np.nan if i % 2 else 123.0
-    out2 = _np(layer(changed, modality_mask=mask.astype("float32")))
+    out2 = to_numpy(layer(changed, modality_mask=mask.astype("float32")))
     np.testing.assert_allclose(out2, out, rtol=1e-6, atol=1e-6)
 
     # A None entry means the same as a False column of modality_mask.
-    for j in range(n):
-        with_none = [None if i == j else x for i, x in enumerate(xs)]
-        column = np.ones((B, n), bool)
-        column[:, j] = False
-        a = _np(layer(with_none))
-        assert np.all(np.isfinite(a))
-        b = _np(layer(xs, modality_mask=column))
-        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+    check_none_means_absent(layer, xs, range(n), tol=1e-6)
 
 
 def test_fit_and_keras_round_trip(tmp_path):
@@ -172,7 +117,7 @@ def test_fit_and_keras_round_trip(tmp_path):
             xs.append(inputs[key])
         n = len(shapes)
         masks.setdefault(n, keras.Input((n,), dtype="bool", name=f"mask{n}"))
-        layers[name] = _without_dropout(factory())
+        layers[name] = without_dropout(factory())
         fused = layers[name](xs, modality_mask=masks[n])
         branches.append(keras.layers.Flatten()(fused))
     out = keras.layers.Dense(1)(keras.layers.Concatenate()(branches))
@@ -186,39 +131,20 @@ def test_fit_and_keras_round_trip(tmp_path):
     for n in masks:
         data[f"mask{n}"] = _mask(B, n)
     y = rng.normal(size=(B, 1)).astype("float32")
-    before = {
-        k: [_np(w) for w in layer.trainable_weights]
-        for k, layer in layers.items()
-    }
-    history = model.fit(data, y, epochs=5, batch_size=B, verbose=0)
-    losses = history.history["loss"]
-    assert np.all(np.isfinite(losses))
-    assert losses[-1] < losses[0]
-    for name, layer in layers.items():
-        after = [_np(w) for w in layer.trainable_weights]
-        moved = [not np.allclose(a, b) for a, b in zip(before[name], after)]
-        assert all(moved), (name, moved)
-
-    path = tmp_path / "fusion.keras"
-    model.save(path)
-    loaded = keras.saving.load_model(path)
-    np.testing.assert_allclose(
-        loaded.predict(data, batch_size=B, verbose=0),
-        model.predict(data, batch_size=B, verbose=0),
-        rtol=1e-6,
-        atol=1e-6,
+    check_fit_and_round_trip(
+        model, data, y, layers, tmp_path / "fusion.keras", rtol=1e-6
     )
 
 
 def test_dict_inputs_follow_sorted_keys_and_missing_keys():
     xs = _data([(3,), (5,)])
     layer = GatedFusion(4, kernel_initializer=INIT)
-    out = _np(layer({"text": xs[1], "image": xs[0]}))
+    out = to_numpy(layer({"text": xs[1], "image": xs[0]}))
     assert layer.modality_names == ("image", "text")
     # modality_mask columns follow the sorted keys: column 0 is "image".
     mask = np.array([[False, True]] * B)
-    masked = _np(layer({"image": xs[0], "text": xs[1]}, modality_mask=mask))
-    missing = _np(layer({"text": xs[1]}))
+    masked = to_numpy(layer({"image": xs[0], "text": xs[1]}, modality_mask=mask))
+    missing = to_numpy(layer({"text": xs[1]}))
     np.testing.assert_allclose(masked, missing, rtol=1e-6, atol=1e-6)
     assert not np.allclose(out, masked)
     with pytest.raises(ValueError, match="unknown modality keys"):
@@ -235,7 +161,7 @@ def test_dict_inputs_with_modalities_order():
     out = film({"meta": xs[1], "video": xs[0]})
     assert tuple(out.shape) == (B, 3)
     same = film([xs[0], xs[1]])
-    np.testing.assert_allclose(_np(out), _np(same), rtol=1e-6)
+    np.testing.assert_allclose(to_numpy(out), to_numpy(same), rtol=1e-6)
     with pytest.raises(ValueError, match="modalities"):
         FiLM(modalities=["a", "a"])
     with pytest.raises(ValueError, match="exactly 2"):
@@ -299,7 +225,7 @@ def test_bad_constructor_arguments():
 
 def test_tensor_fusion_math_and_size_limit():
     xs = _data([(2,), (3,)])
-    out = _np(TensorFusion()(xs))
+    out = to_numpy(TensorFusion()(xs))
     a = np.concatenate([xs[0], np.ones((B, 1))], -1)
     b = np.concatenate([xs[1], np.ones((B, 1))], -1)
     expected = (a[:, :, None] * b[:, None, :]).reshape(B, -1)
@@ -307,7 +233,7 @@ def test_tensor_fusion_math_and_size_limit():
     # An absent modality reads as [0; 1].
     layer = TensorFusion()
     layer(xs)
-    absent = _np(layer([xs[0], None]))
+    absent = to_numpy(layer([xs[0], None]))
     b0 = np.concatenate([np.zeros((B, 3)), np.ones((B, 1))], -1)
     expected0 = (a[:, :, None] * b0[:, None, :]).reshape(B, -1)
     np.testing.assert_allclose(absent, expected0, rtol=1e-6, atol=1e-6)
@@ -322,8 +248,8 @@ def test_tensor_fusion_math_and_size_limit():
 def test_gated_fusion_math():
     xs = _data(DIMS)
     layer = GatedFusion(4, kernel_initializer=INIT)
-    out = _np(layer(xs))
-    w = [_np(v) for v in layer.weights]  # proj_0 (kernel, bias) ... gate
+    out = to_numpy(layer(xs))
+    w = [to_numpy(v) for v in layer.weights]  # proj_0 (kernel, bias) ... gate
     h = [np.tanh(x @ w[2 * i] + w[2 * i + 1]) for i, x in enumerate(xs)]
     g = np.concatenate(xs, -1) @ w[6] + w[7]
     z = 1.0 / (1.0 + np.exp(-g.reshape(B, 3, 4)))
@@ -334,9 +260,9 @@ def test_gated_fusion_math():
 def test_low_rank_fusion_math():
     xs = _data(DIMS)
     layer = LowRankFusion(4, rank=3, kernel_initializer=INIT)
-    out = _np(layer(xs))
-    factors = [_np(layer._factors[i]) for i in range(3)]
-    w, bias = _np(layer.rank_weights), _np(layer.bias)
+    out = to_numpy(layer(xs))
+    factors = [to_numpy(layer._factors[i]) for i in range(3)]
+    w, bias = to_numpy(layer.rank_weights), to_numpy(layer.bias)
     prod = 1.0
     for x, f in zip(xs, factors):
         x1 = np.concatenate([x, np.ones((B, 1))], -1)
@@ -348,7 +274,7 @@ def test_low_rank_fusion_math():
 def test_bilinear_output_is_unit_norm_and_zero_when_all_absent():
     xs = _data([(3,), (5,)])
     layer = BilinearFusion(4, factor=3, kernel_initializer=INIT)
-    out = _np(layer(xs, modality_mask=_mask(B, 2)))
+    out = to_numpy(layer(xs, modality_mask=_mask(B, 2)))
     norms = np.linalg.norm(out, axis=-1)
     np.testing.assert_allclose(norms[:-1], 1.0, rtol=1e-5)
     np.testing.assert_allclose(out[-1], 0.0)
@@ -359,10 +285,10 @@ def test_attention_fusion_weights():
     layer = AttentionFusion(4, kernel_initializer=INIT)
     mask = _mask(B, 3)
     out, weights = layer(xs, modality_mask=mask, return_attention_weights=True)
-    weights = _np(weights)
+    weights = to_numpy(weights)
     np.testing.assert_allclose(weights[~mask], 0.0)
     np.testing.assert_allclose(weights[:-1].sum(-1), 1.0, rtol=1e-6)
-    np.testing.assert_allclose(_np(out)[-1], 0.0)
+    np.testing.assert_allclose(to_numpy(out)[-1], 0.0)
     sym, sym_w = layer(
         [keras.Input(s) for s in DIMS],
         return_attention_weights=True,
@@ -375,9 +301,9 @@ def test_film_identity_without_condition_and_keeps_mask():
     c = np.random.default_rng(1).normal(size=(B, 5)).astype("float32")
     layer = FiLM(kernel_initializer=INIT)
     layer([x, c])
-    np.testing.assert_allclose(_np(layer([x, None])), x, rtol=1e-6)
+    np.testing.assert_allclose(to_numpy(layer([x, None])), x, rtol=1e-6)
     mask = np.array([[False, True]] * B)
-    np.testing.assert_allclose(_np(layer([x, c], modality_mask=mask)), 0.0)
+    np.testing.assert_allclose(to_numpy(layer([x, c], modality_mask=mask)), 0.0)
     # The Keras mask of the features is kept on the output.
     tokens = keras.Input((4,), dtype="int32")
     seq = keras.layers.Embedding(10, 3, mask_zero=True)(tokens)

@@ -46,6 +46,7 @@ import triton
 import triton.language as tl
 
 from mmkeras.triton_kernels import flash_attention as _fa
+from mmkeras.triton_kernels import fusion as _fu
 
 __all__ = ["forward", "backward"]
 
@@ -92,6 +93,41 @@ def _sigmoid(x):
 
 
 @triton.jit
+def _scale_bias(scale_ptr, bias_ptr, HAS_BIAS: tl.constexpr):
+    s = tl.load(scale_ptr).to(tl.float32)
+    if HAS_BIAS:
+        t = tl.load(bias_ptr).to(tl.float32)
+    else:
+        t = 0.0
+    return s, t
+
+
+@triton.jit
+def _logit_tile(
+    x_base, y_base, ks, row_ok, col_ok, s, t, D, stride_xd, stride_yd,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
+    """(S, L) of a tile: S = x[rows] . y[cols] over chunks of D (padding
+    reads zeros) and the logits L = s S + t."""
+    S = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    xp = x_base
+    yp = y_base
+    kk = ks
+    for _k0 in range(0, D, BLOCK_K):
+        k_ok = kk < D
+        xt = tl.load(xp, mask=row_ok[:, None] & k_ok[None, :], other=0.0)
+        yt = tl.load(yp, mask=k_ok[:, None] & col_ok[None, :], other=0.0)
+        S = tl.dot(xt, yt, S, input_precision=PRECISION)
+        xp += BLOCK_K * stride_xd
+        yp += BLOCK_K * stride_yd
+        kk += BLOCK_K
+    return S, S * s + t
+
+
+@triton.jit
 def _fwd_rows_kernel(
     x_ptr, y_ptr, scale_ptr, bias_ptr, lse_ptr, term_ptr,
     B, D,
@@ -107,11 +143,7 @@ def _fwd_rows_kernel(
     term[i] = lse[i] - L[i, i]. sigmoid: term[i] = sum_j softplus(-z L)."""
     rows = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
     row_ok = rows < B
-    s = tl.load(scale_ptr).to(tl.float32)
-    if HAS_BIAS:
-        t = tl.load(bias_ptr).to(tl.float32)
-    else:
-        t = 0.0
+    s, t = _scale_bias(scale_ptr, bias_ptr, HAS_BIAS)
     m_i = tl.full((BLOCK_M,), _NEG, dtype=tl.float32)
     l_i = tl.zeros((BLOCK_M,), dtype=tl.float32)
     diag = tl.zeros((BLOCK_M,), dtype=tl.float32)
@@ -122,20 +154,10 @@ def _fwd_rows_kernel(
     y_base = y_ptr + cols[None, :] * stride_ym + ks[:, None] * stride_yd
     for _start_n in range(0, B, BLOCK_N):
         col_ok = cols < B
-        # S = x[rows] . y[cols] over chunks of D (padding reads zeros).
-        S = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-        xp = x_base
-        yp = y_base
-        kk = ks
-        for _k0 in range(0, D, BLOCK_K):
-            k_ok = kk < D
-            xt = tl.load(xp, mask=row_ok[:, None] & k_ok[None, :], other=0.0)
-            yt = tl.load(yp, mask=k_ok[:, None] & col_ok[None, :], other=0.0)
-            S = tl.dot(xt, yt, S, input_precision=PRECISION)
-            xp += BLOCK_K * stride_xd
-            yp += BLOCK_K * stride_yd
-            kk += BLOCK_K
-        L = S * s + t
+        S, L = _logit_tile(
+            x_base, y_base, ks, row_ok, col_ok, s, t, D, stride_xd, stride_yd,
+            BLOCK_M, BLOCK_N, BLOCK_K, PRECISION,
+        )
         is_diag = rows[:, None] == cols[None, :]
         if SIGMOID:
             # softplus(-z L): z = +1 on the diagonal, -1 elsewhere.
@@ -186,11 +208,7 @@ def _bwd_rows_kernel(
     row_ok = rows < B
     dcols = pid_d * BLOCK_DO + tl.arange(0, BLOCK_DO)
     dcol_ok = dcols < D
-    s = tl.load(scale_ptr).to(tl.float32)
-    if HAS_BIAS:
-        t = tl.load(bias_ptr).to(tl.float32)
-    else:
-        t = 0.0
+    s, t = _scale_bias(scale_ptr, bias_ptr, HAS_BIAS)
     g_over_b = tl.load(dloss_ptr).to(tl.float32) / B
     half = 0.5 * g_over_b
     if SIGMOID:
@@ -227,20 +245,10 @@ def _bwd_rows_kernel(
     diag_t = tl.zeros((BLOCK_M,), dtype=tl.float32)
     for _start_n in range(0, B, BLOCK_N):
         col_ok = cols < B
-        # S = x[rows] . y[cols] over chunks of D (padding reads zeros).
-        S = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-        xp = x_base
-        yp = y_base
-        kk = ks
-        for _k0 in range(0, D, BLOCK_K):
-            k_ok = kk < D
-            xt = tl.load(xp, mask=row_ok[:, None] & k_ok[None, :], other=0.0)
-            yt = tl.load(yp, mask=k_ok[:, None] & col_ok[None, :], other=0.0)
-            S = tl.dot(xt, yt, S, input_precision=PRECISION)
-            xp += BLOCK_K * stride_xd
-            yp += BLOCK_K * stride_yd
-            kk += BLOCK_K
-        L = S * s + t
+        S, L = _logit_tile(
+            x_base, y_base, ks, row_ok, col_ok, s, t, D, stride_xd, stride_yd,
+            BLOCK_M, BLOCK_N, BLOCK_K, PRECISION,
+        )
         valid = row_ok[:, None] & col_ok[None, :]
         is_diag = (rows[:, None] == cols[None, :]) & valid
         if SIGMOID:
@@ -290,10 +298,6 @@ def _bwd_rows_kernel(
 # --------------------------------------------------------------------------
 
 
-def _identity(kernel):
-    return kernel
-
-
 # Output allocation; module-level so that tests can poison (NaN-fill) it to
 # prove that the kernels write every element.
 def _empty(shape, dtype, device):
@@ -308,21 +312,7 @@ def _check_inputs(a, b, scale, bias):
     pairs = [("a", a), ("b", b), ("scale", scale)]
     if bias is not None:
         pairs.append(("bias", bias))
-    for name, x in pairs:
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(
-                f"`{name}` must be a torch.Tensor. Received: {type(x)}"
-            )
-        if x.dtype != torch.float32:
-            raise TypeError(
-                f"`{name}` must be float32 (the op layer casts other dtypes). "
-                f"Received: {name}.dtype={x.dtype}"
-            )
-        if x.device != a.device:
-            raise ValueError(
-                f"`{name}` must be on the device of `a` ({a.device}). "
-                f"Received: {name}.device={x.device}"
-            )
+    _fu._check_float32(pairs)
     if a.ndim != 2 or tuple(b.shape) != tuple(a.shape) or a.shape[0] < 1:
         raise ValueError(
             "`a` and `b` must both have shape (B, D) with B >= 1. "
@@ -337,19 +327,10 @@ def _check_inputs(a, b, scale, bias):
     return a.shape
 
 
-def _check_runnable():
-    reason = _fa._interpreter_mismatch()
-    if reason is not None:
-        raise RuntimeError(reason)
-
-
-def _fwd_launch(wrap, x, y, scale, bias, lse_row, term, sigmoid, precision):
-    B, D = x.shape
-    bm, bn, bk, _, warps = _FWD_CFG
-    wrap(_fwd_rows_kernel)[(triton.cdiv(B, bm),)](
-        x, y, scale, scale if bias is None else bias, lse_row, term,
-        B, D,
-        *x.stride(), *y.stride(),
+def _specialization(cfg, sigmoid, bias, precision):
+    """The launch keywords that the two kernels share, for the config cfg."""
+    bm, bn, bk, _, warps = cfg
+    return dict(
         SIGMOID=sigmoid,
         HAS_BIAS=bias is not None,
         BLOCK_M=bm,
@@ -360,10 +341,20 @@ def _fwd_launch(wrap, x, y, scale, bias, lse_row, term, sigmoid, precision):
     )
 
 
-def _forward_impl(a, b, scale, bias, sigmoid, wrap=_identity):
+def _fwd_launch(wrap, x, y, scale, bias, lse_row, term, sigmoid, precision):
+    B, D = x.shape
+    wrap(_fwd_rows_kernel)[(triton.cdiv(B, _FWD_CFG[0]),)](
+        x, y, scale, scale if bias is None else bias, lse_row, term,
+        B, D,
+        *x.stride(), *y.stride(),
+        **_specialization(_FWD_CFG, sigmoid, bias, precision),
+    )
+
+
+def _forward_impl(a, b, scale, bias, sigmoid, wrap=_fa._identity):
     B, D = _check_inputs(a, b, scale, bias)
     sigmoid = bool(sigmoid)
-    _check_runnable()
+    _fa._check_runnable()
     precision = _fa._precision(torch.float32)
     if sigmoid:
         term = _empty((B,), torch.float32, a.device)
@@ -382,27 +373,21 @@ def _forward_impl(a, b, scale, bias, sigmoid, wrap=_identity):
 def _bwd_launch(wrap, x, y, scale, bias, dloss, lse_own, lse_other, dx, ds,
                 dt, sigmoid, partials, precision):
     B, D = x.shape
-    bm, bn, bk, bdo_cap, warps = _BWD_CFG
-    bdo = min(bdo_cap, _pow2(D))
-    grid = (triton.cdiv(B, bm), max(1, triton.cdiv(D, bdo)))
+    bdo = min(_BWD_CFG[3], _pow2(D))
+    grid = (triton.cdiv(B, _BWD_CFG[0]), max(1, triton.cdiv(D, bdo)))
     wrap(_bwd_rows_kernel)[grid](
         x, y, scale, scale if bias is None else bias, dloss, lse_own,
         lse_other, dx, ds, dt,
         B, D,
         *x.stride(), *y.stride(), *dx.stride(),
-        SIGMOID=sigmoid,
-        HAS_BIAS=bias is not None,
         PARTIALS=partials,
-        BLOCK_M=bm,
-        BLOCK_N=bn,
-        BLOCK_K=bk,
         BLOCK_DO=bdo,
-        PRECISION=precision,
-        num_warps=warps,
+        **_specialization(_BWD_CFG, sigmoid, bias, precision),
     )
 
 
-def _backward_impl(a, b, scale, bias, lse, dloss, sigmoid, wrap=_identity):
+def _backward_impl(a, b, scale, bias, lse, dloss, sigmoid,
+                   wrap=_fa._identity):
     B, D = _check_inputs(a, b, scale, bias)
     sigmoid = bool(sigmoid)
     if tuple(lse.shape) != (2, B) or lse.dtype != torch.float32:
@@ -415,7 +400,7 @@ def _backward_impl(a, b, scale, bias, lse, dloss, sigmoid, wrap=_identity):
             f"`dloss` must be a scalar. Received: dloss.shape="
             f"{tuple(dloss.shape)}"
         )
-    _check_runnable()
+    _fa._check_runnable()
     precision = _fa._precision(torch.float32)
     dloss = dloss.to(device=a.device, dtype=torch.float32).reshape(())
     lse = lse.contiguous()

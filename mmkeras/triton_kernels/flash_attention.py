@@ -194,9 +194,11 @@ _TUNE_KEY = ["T_BUCKET", "S_BUCKET", "BLOCK_H", "IS_CAUSAL", "HAS_MASK"]
 
 @triton.jit
 def _load_tile(
-    ptrs, rows, cols, R, C, CHECK_R: tl.constexpr, CHECK_C: tl.constexpr
+    base, rows, cols, stride_r, stride_c, R, C,
+    CHECK_R: tl.constexpr, CHECK_C: tl.constexpr,
 ):
-    """Loads a 2-D tile; out-of-range elements read as 0."""
+    """Loads the 2-D tile base[rows, cols]; out-of-range elements read as 0."""
+    ptrs = base + rows[:, None] * stride_r + cols[None, :] * stride_c
     if CHECK_R:
         if CHECK_C:
             inb = (rows[:, None] < R) & (cols[None, :] < C)
@@ -213,8 +215,10 @@ def _load_tile(
 
 @triton.jit
 def _store_tile(
-    ptrs, x, rows, cols, R, C, CHECK_R: tl.constexpr, CHECK_C: tl.constexpr
+    base, x, rows, cols, stride_r, stride_c, R, C,
+    CHECK_R: tl.constexpr, CHECK_C: tl.constexpr,
 ):
+    ptrs = base + rows[:, None] * stride_r + cols[None, :] * stride_c
     if CHECK_R:
         if CHECK_C:
             tl.store(ptrs, x, mask=(rows[:, None] < R) & (cols[None, :] < C))
@@ -269,6 +273,104 @@ def _load_mask(mask_base, offs_m, offs_n, stride_mt, stride_ms, T, S):
     return tl.load(ptrs, mask=inb, other=0) != 0
 
 
+@triton.jit
+def _query_block(
+    Q, K, V, Mask,
+    stride_qb, stride_qn, stride_kb, stride_kn, stride_vb, stride_vn,
+    stride_mb, stride_mn,
+    N, GROUP,
+    IS_CAUSAL: tl.constexpr,
+    HAS_MASK: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+):
+    """The (query block, batch x query head) program of the forward and dQ
+    kernels: its first row, its rows, and its heads of Q, K, V and Mask."""
+    pid_m = tl.program_id(0)
+    if IS_CAUSAL:
+        # Heaviest (last) query blocks first: better tail balance.
+        pid_m = tl.num_programs(0) - 1 - pid_m
+    pid_bn = tl.program_id(1)
+    off_b = pid_bn // N
+    off_n = pid_bn % N
+    off_kv = off_n // GROUP
+
+    start_m = pid_m * BLOCK_M
+    offs_m = start_m + tl.arange(0, BLOCK_M)
+
+    b64 = off_b.to(tl.int64)
+    n64 = off_n.to(tl.int64)
+    q_base = Q + b64 * stride_qb + n64 * stride_qn
+    k_base = K + b64 * stride_kb + off_kv.to(tl.int64) * stride_kn
+    v_base = V + b64 * stride_vb + off_kv.to(tl.int64) * stride_vn
+    mask_base = Mask
+    if HAS_MASK:
+        mask_base = Mask + b64 * stride_mb + n64 * stride_mn
+    return pid_bn, b64, n64, start_m, offs_m, q_base, k_base, v_base, mask_base
+
+
+@triton.jit
+def _key_bounds(
+    start_m, S,
+    IS_CAUSAL: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    """(clean_hi, hi) for the query block at start_m: key blocks below
+    clean_hi are fully in range and visible to every row of the block (no
+    bounds or causal test); keys from hi on are never attended."""
+    if IS_CAUSAL:
+        hi = tl.minimum(S, start_m + BLOCK_M)
+        # Key blocks ending at or before the tile's first row are fully visible.
+        clean_hi = (tl.minimum(S, start_m + 1) // BLOCK_N) * BLOCK_N
+    else:
+        hi = S
+        clean_hi = (S // BLOCK_N) * BLOCK_N
+    return clean_hi, hi
+
+
+@triton.jit
+def _key_block_scores(
+    q, k_base, v_base, mask_base,
+    offs_m, offs_n, offs_h,
+    stride_ks, stride_kh, stride_vs, stride_vh, stride_mt, stride_ms,
+    T, S, H, qk_scale,
+    EVEN_H: tl.constexpr,
+    MASK_BLOCK: tl.constexpr,
+    IS_CAUSAL: tl.constexpr,
+    HAS_MASK: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
+    """(k, v, s) of one key block for a query tile, as the forward and dQ
+    passes both need them: s holds the logits in base 2, -inf where the key
+    is not attended.
+
+    MASK_BLOCK=False is the fast path for key blocks that are fully in range
+    and fully visible to every query row of the tile (no causal test).
+    """
+    k = _load_tile(
+        k_base, offs_n, offs_h, stride_ks, stride_kh, S, H,
+        MASK_BLOCK, not EVEN_H,
+    )
+    v = _load_tile(
+        v_base, offs_n, offs_h, stride_vs, stride_vh, S, H,
+        MASK_BLOCK, not EVEN_H,
+    )
+    s = _mm(q, tl.trans(k), None, PRECISION) * qk_scale
+    if MASK_BLOCK:
+        keep = offs_n[None, :] < S
+        if IS_CAUSAL:
+            keep = keep & (offs_n[None, :] <= offs_m[:, None])
+        s = tl.where(keep, s, float("-inf"))
+    if HAS_MASK:
+        s = tl.where(
+            _load_mask(
+                mask_base, offs_m, offs_n, stride_mt, stride_ms, T, S
+            ),
+            s, float("-inf"),
+        )
+    return k, v, s
+
+
 # --------------------------------------------------------------------------
 # Forward.
 # --------------------------------------------------------------------------
@@ -289,35 +391,16 @@ def _fwd_inner(
     HAS_MASK: tl.constexpr,
     PRECISION: tl.constexpr,
 ):
-    """Online-softmax over key blocks [lo, hi).
-
-    MASK_BLOCK=False is the fast path for key blocks that are fully in range
-    and fully visible to every query row of the tile (no causal test).
-    """
+    """Online-softmax over key blocks [lo, hi)."""
     offs_n0 = tl.arange(0, BLOCK_N)
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + offs_n0
-        k = _load_tile(
-            k_base + offs_n[:, None] * stride_ks + offs_h[None, :] * stride_kh,
-            offs_n, offs_h, S, H, MASK_BLOCK, not EVEN_H,
+        k, v, s = _key_block_scores(
+            q, k_base, v_base, mask_base, offs_m, offs_n, offs_h,
+            stride_ks, stride_kh, stride_vs, stride_vh, stride_mt, stride_ms,
+            T, S, H, qk_scale,
+            EVEN_H, MASK_BLOCK, IS_CAUSAL, HAS_MASK, PRECISION,
         )
-        v = _load_tile(
-            v_base + offs_n[:, None] * stride_vs + offs_h[None, :] * stride_vh,
-            offs_n, offs_h, S, H, MASK_BLOCK, not EVEN_H,
-        )
-        s = _mm(q, tl.trans(k), None, PRECISION) * qk_scale
-        if MASK_BLOCK:
-            keep = offs_n[None, :] < S
-            if IS_CAUSAL:
-                keep = keep & (offs_n[None, :] <= offs_m[:, None])
-            s = tl.where(keep, s, float("-inf"))
-        if HAS_MASK:
-            s = tl.where(
-                _load_mask(
-                    mask_base, offs_m, offs_n, stride_mt, stride_ms, T, S
-                ),
-                s, float("-inf"),
-            )
         m_new = tl.maximum(m_i, tl.max(s, 1))
         # A row with nothing attended so far keeps m = -inf; subtract 0 instead
         # so that exp2 gives 0 rather than NaN.
@@ -350,45 +433,26 @@ def _attn_fwd_kernel(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    pid_m = tl.program_id(0)
-    if IS_CAUSAL:
-        # Heaviest (last) query blocks first: better tail balance.
-        pid_m = tl.num_programs(0) - 1 - pid_m
-    pid_bn = tl.program_id(1)
-    off_b = pid_bn // N
-    off_n = pid_bn % N
-    off_kv = off_n // GROUP
-
-    start_m = pid_m * BLOCK_M
-    offs_m = start_m + tl.arange(0, BLOCK_M)
+    pid_bn, b64, n64, start_m, offs_m, q_base, k_base, v_base, mask_base = (
+        _query_block(
+            Q, K, V, Mask,
+            stride_qb, stride_qn, stride_kb, stride_kn, stride_vb, stride_vn,
+            stride_mb, stride_mn,
+            N, GROUP, IS_CAUSAL, HAS_MASK, BLOCK_M,
+        )
+    )
     offs_h = tl.arange(0, BLOCK_H)
-
-    b64 = off_b.to(tl.int64)
-    q_base = Q + b64 * stride_qb + off_n.to(tl.int64) * stride_qn
-    k_base = K + b64 * stride_kb + off_kv.to(tl.int64) * stride_kn
-    v_base = V + b64 * stride_vb + off_kv.to(tl.int64) * stride_vn
-    o_base = Out + b64 * stride_ob + off_n.to(tl.int64) * stride_on
-    mask_base = Mask
-    if HAS_MASK:
-        mask_base = Mask + b64 * stride_mb + off_n.to(tl.int64) * stride_mn
+    o_base = Out + b64 * stride_ob + n64 * stride_on
 
     q = _load_tile(
-        q_base + offs_m[:, None] * stride_qt + offs_h[None, :] * stride_qh,
-        offs_m, offs_h, T, H, True, not EVEN_H,
+        q_base, offs_m, offs_h, stride_qt, stride_qh, T, H, True, not EVEN_H
     )
 
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_H], dtype=tl.float32)
 
-    if IS_CAUSAL:
-        hi = tl.minimum(S, start_m + BLOCK_M)
-        # Key blocks ending at or before the tile's first row are fully visible.
-        clean_hi = (tl.minimum(S, start_m + 1) // BLOCK_N) * BLOCK_N
-    else:
-        hi = S
-        clean_hi = (S // BLOCK_N) * BLOCK_N
-
+    clean_hi, hi = _key_bounds(start_m, S, IS_CAUSAL, BLOCK_M, BLOCK_N)
     acc, l_i, m_i = _fwd_inner(
         acc, l_i, m_i, q, k_base, v_base, mask_base, offs_m, offs_h,
         0, clean_hi,
@@ -411,9 +475,8 @@ def _attn_fwd_kernel(
     lse = tl.where(empty, float("inf"), lse)
 
     _store_tile(
-        o_base + offs_m[:, None] * stride_ot + offs_h[None, :] * stride_oh,
-        _cast(out, Out.dtype.element_ty, PRECISION),
-        offs_m, offs_h, T, H, True, not EVEN_H,
+        o_base, _cast(out, Out.dtype.element_ty, PRECISION),
+        offs_m, offs_h, stride_ot, stride_oh, T, H, True, not EVEN_H,
     )
     tl.store(Lse + pid_bn.to(tl.int64) * T + offs_m, lse, mask=offs_m < T)
 
@@ -445,16 +508,13 @@ def _bwd_preprocess_kernel(
     off_n = (pid_bn % N).to(tl.int64)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_h = tl.arange(0, BLOCK_H)
-    inb = (offs_m[:, None] < T) & (offs_h[None, :] < H)
-    o = tl.load(
-        Out + off_b * stride_ob + off_n * stride_on
-        + offs_m[:, None] * stride_ot + offs_h[None, :] * stride_oh,
-        mask=inb, other=0.0,
+    o = _load_tile(
+        Out + off_b * stride_ob + off_n * stride_on,
+        offs_m, offs_h, stride_ot, stride_oh, T, H, True, True,
     ).to(tl.float32)
-    do = tl.load(
-        DOut + off_b * stride_db + off_n * stride_dn
-        + offs_m[:, None] * stride_dt + offs_h[None, :] * stride_dh,
-        mask=inb, other=0.0,
+    do = _load_tile(
+        DOut + off_b * stride_db + off_n * stride_dn,
+        offs_m, offs_h, stride_dt, stride_dh, T, H, True, True,
     ).to(tl.float32)
     delta = tl.sum(o * do, 1)
     row = pid_bn.to(tl.int64) * T + offs_m
@@ -487,12 +547,12 @@ def _dkdv_inner(
     for start_m in range(lo, hi, BLOCK_M):
         offs_m = start_m + offs_m0
         q = _load_tile(
-            q_base + offs_m[:, None] * stride_qt + offs_h[None, :] * stride_qh,
-            offs_m, offs_h, T, H, CHECK_M, not EVEN_H,
+            q_base, offs_m, offs_h, stride_qt, stride_qh, T, H,
+            CHECK_M, not EVEN_H,
         )
         do = _load_tile(
-            do_base + offs_m[:, None] * stride_dt + offs_h[None, :] * stride_dh,
-            offs_m, offs_h, T, H, CHECK_M, not EVEN_H,
+            do_base, offs_m, offs_h, stride_dt, stride_dh, T, H,
+            CHECK_M, not EVEN_H,
         )
         if CHECK_M:
             in_t = offs_m < T
@@ -562,14 +622,12 @@ def _attn_bwd_dkdv_kernel(
     offs_h = tl.arange(0, BLOCK_H)
 
     k = _load_tile(
-        K + b64 * stride_kb + off_src * stride_kn
-        + offs_n[:, None] * stride_ks + offs_h[None, :] * stride_kh,
-        offs_n, offs_h, S, H, True, not EVEN_H,
+        K + b64 * stride_kb + off_src * stride_kn,
+        offs_n, offs_h, stride_ks, stride_kh, S, H, True, not EVEN_H,
     )
     v = _load_tile(
-        V + b64 * stride_vb + off_src * stride_vn
-        + offs_n[:, None] * stride_vs + offs_h[None, :] * stride_vh,
-        offs_n, offs_h, S, H, True, not EVEN_H,
+        V + b64 * stride_vb + off_src * stride_vn,
+        offs_n, offs_h, stride_vs, stride_vh, S, H, True, not EVEN_H,
     )
     dk = tl.zeros([BLOCK_N, BLOCK_H], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_H], dtype=tl.float32)
@@ -622,16 +680,14 @@ def _attn_bwd_dkdv_kernel(
 
     dk = dk * sm_scale
     _store_tile(
-        DK + b64 * stride_dkb + off_kv.to(tl.int64) * stride_dkn
-        + offs_n[:, None] * stride_dks + offs_h[None, :] * stride_dkh,
+        DK + b64 * stride_dkb + off_kv.to(tl.int64) * stride_dkn,
         _cast(dk, DK.dtype.element_ty, PRECISION),
-        offs_n, offs_h, S, H, True, not EVEN_H,
+        offs_n, offs_h, stride_dks, stride_dkh, S, H, True, not EVEN_H,
     )
     _store_tile(
-        DV + b64 * stride_dvb + off_kv.to(tl.int64) * stride_dvn
-        + offs_n[:, None] * stride_dvs + offs_h[None, :] * stride_dvh,
+        DV + b64 * stride_dvb + off_kv.to(tl.int64) * stride_dvn,
         _cast(dv, DV.dtype.element_ty, PRECISION),
-        offs_n, offs_h, S, H, True, not EVEN_H,
+        offs_n, offs_h, stride_dvs, stride_dvh, S, H, True, not EVEN_H,
     )
 
 
@@ -650,30 +706,16 @@ def _dq_inner(
     HAS_MASK: tl.constexpr,
     PRECISION: tl.constexpr,
 ):
+    """Accumulates dQ of one query block over key blocks [lo, hi)."""
     offs_n0 = tl.arange(0, BLOCK_N)
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + offs_n0
-        k = _load_tile(
-            k_base + offs_n[:, None] * stride_ks + offs_h[None, :] * stride_kh,
-            offs_n, offs_h, S, H, MASK_BLOCK, not EVEN_H,
+        k, v, s = _key_block_scores(
+            q, k_base, v_base, mask_base, offs_m, offs_n, offs_h,
+            stride_ks, stride_kh, stride_vs, stride_vh, stride_mt, stride_ms,
+            T, S, H, qk_scale,
+            EVEN_H, MASK_BLOCK, IS_CAUSAL, HAS_MASK, PRECISION,
         )
-        v = _load_tile(
-            v_base + offs_n[:, None] * stride_vs + offs_h[None, :] * stride_vh,
-            offs_n, offs_h, S, H, MASK_BLOCK, not EVEN_H,
-        )
-        s = _mm(q, tl.trans(k), None, PRECISION) * qk_scale
-        if MASK_BLOCK:
-            keep = offs_n[None, :] < S
-            if IS_CAUSAL:
-                keep = keep & (offs_n[None, :] <= offs_m[:, None])
-            s = tl.where(keep, s, float("-inf"))
-        if HAS_MASK:
-            s = tl.where(
-                _load_mask(
-                    mask_base, offs_m, offs_n, stride_mt, stride_ms, T, S
-                ),
-                s, float("-inf"),
-            )
         p = tl.math.exp2(s - lse2[:, None])
         dp = _mm(do, tl.trans(v), None, PRECISION)
         ds = p * (dp - delta[:, None])
@@ -701,34 +743,22 @@ def _attn_bwd_dq_kernel(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    pid_m = tl.program_id(0)
-    if IS_CAUSAL:
-        pid_m = tl.num_programs(0) - 1 - pid_m
-    pid_bn = tl.program_id(1)
-    off_b = pid_bn // N
-    off_n = pid_bn % N
-    off_kv = off_n // GROUP
-    b64 = off_b.to(tl.int64)
-
-    start_m = pid_m * BLOCK_M
-    offs_m = start_m + tl.arange(0, BLOCK_M)
+    pid_bn, b64, n64, start_m, offs_m, q_base, k_base, v_base, mask_base = (
+        _query_block(
+            Q, K, V, Mask,
+            stride_qb, stride_qn, stride_kb, stride_kn, stride_vb, stride_vn,
+            stride_mb, stride_mn,
+            N, GROUP, IS_CAUSAL, HAS_MASK, BLOCK_M,
+        )
+    )
     offs_h = tl.arange(0, BLOCK_H)
-
-    q_base = Q + b64 * stride_qb + off_n.to(tl.int64) * stride_qn
-    do_base = DOut + b64 * stride_db + off_n.to(tl.int64) * stride_dn
-    k_base = K + b64 * stride_kb + off_kv.to(tl.int64) * stride_kn
-    v_base = V + b64 * stride_vb + off_kv.to(tl.int64) * stride_vn
-    mask_base = Mask
-    if HAS_MASK:
-        mask_base = Mask + b64 * stride_mb + off_n.to(tl.int64) * stride_mn
+    do_base = DOut + b64 * stride_db + n64 * stride_dn
 
     q = _load_tile(
-        q_base + offs_m[:, None] * stride_qt + offs_h[None, :] * stride_qh,
-        offs_m, offs_h, T, H, True, not EVEN_H,
+        q_base, offs_m, offs_h, stride_qt, stride_qh, T, H, True, not EVEN_H
     )
     do = _load_tile(
-        do_base + offs_m[:, None] * stride_dt + offs_h[None, :] * stride_dh,
-        offs_m, offs_h, T, H, True, not EVEN_H,
+        do_base, offs_m, offs_h, stride_dt, stride_dh, T, H, True, not EVEN_H
     )
     row = pid_bn.to(tl.int64) * T + offs_m
     lse2 = tl.load(Lse + row, mask=offs_m < T, other=float("inf"))
@@ -736,13 +766,7 @@ def _attn_bwd_dq_kernel(
     delta = tl.load(Delta + row, mask=offs_m < T, other=0.0)
     dq = tl.zeros([BLOCK_M, BLOCK_H], dtype=tl.float32)
 
-    if IS_CAUSAL:
-        hi = tl.minimum(S, start_m + BLOCK_M)
-        clean_hi = (tl.minimum(S, start_m + 1) // BLOCK_N) * BLOCK_N
-    else:
-        hi = S
-        clean_hi = (S // BLOCK_N) * BLOCK_N
-
+    clean_hi, hi = _key_bounds(start_m, S, IS_CAUSAL, BLOCK_M, BLOCK_N)
     dq = _dq_inner(
         dq, q, do, lse2, delta, k_base, v_base, mask_base, offs_m, offs_h,
         0, clean_hi,
@@ -759,10 +783,9 @@ def _attn_bwd_dq_kernel(
     )
     dq = dq * sm_scale
     _store_tile(
-        DQ + b64 * stride_dqb + off_n.to(tl.int64) * stride_dqn
-        + offs_m[:, None] * stride_dqt + offs_h[None, :] * stride_dqh,
+        DQ + b64 * stride_dqb + n64 * stride_dqn,
         _cast(dq, DQ.dtype.element_ty, PRECISION),
-        offs_m, offs_h, T, H, True, not EVEN_H,
+        offs_m, offs_h, stride_dqt, stride_dqh, T, H, True, not EVEN_H,
     )
 
 
@@ -914,6 +937,17 @@ def _check_inputs(q, k, v, mask, scale):
     return B, T, N, H, S, KH, float(scale)
 
 
+def _specialization(is_causal, mask, BLOCK_H, H, precision):
+    """The constexpr launch arguments that the three attention kernels share."""
+    return dict(
+        IS_CAUSAL=is_causal,
+        HAS_MASK=mask is not None,
+        BLOCK_H=BLOCK_H,
+        EVEN_H=BLOCK_H == H,
+        PRECISION=precision,
+    )
+
+
 def _mask_args(mask, q):
     """Returns (pointer tensor, 4 strides) for an optional bool mask."""
     if mask is None:
@@ -956,11 +990,7 @@ def _forward_impl(
         N, T, S, H, N // KH,
         scale * _LOG2E,
         _bucket(T), _bucket(S),
-        IS_CAUSAL=is_causal,
-        HAS_MASK=mask is not None,
-        BLOCK_H=BLOCK_H,
-        EVEN_H=BLOCK_H == H,
-        PRECISION=_precision(q.dtype),
+        **_specialization(is_causal, mask, BLOCK_H, H, _precision(q.dtype)),
     )
     return out, lse
 
@@ -998,8 +1028,7 @@ def _backward_impl(
         dlse = dlse.to(torch.float32).contiguous()
     mask_ptr, ms = _mask_args(mask, q)
     BLOCK_H = _block_h(H)
-    even_h = BLOCK_H == H
-    precision = _precision(q.dtype)
+    spec = _specialization(is_causal, mask, BLOCK_H, H, _precision(q.dtype))
     group = N // KH
 
     delta = _empty((B, N, T), torch.float32, q.device)
@@ -1034,11 +1063,7 @@ def _backward_impl(
         N, heads, T, S, H, launch_group, kv_div,
         scale, scale * _LOG2E,
         _bucket(T), _bucket(S),
-        IS_CAUSAL=is_causal,
-        HAS_MASK=mask is not None,
-        BLOCK_H=BLOCK_H,
-        EVEN_H=even_h,
-        PRECISION=precision,
+        **spec,
     )
 
     def grid_q(meta):
@@ -1051,11 +1076,7 @@ def _backward_impl(
         N, T, S, H, group,
         scale, scale * _LOG2E,
         _bucket(T), _bucket(S),
-        IS_CAUSAL=is_causal,
-        HAS_MASK=mask is not None,
-        BLOCK_H=BLOCK_H,
-        EVEN_H=even_h,
-        PRECISION=precision,
+        **spec,
     )
     if split:
         dk = dk_buf.view(B, S, KH, group, H).sum(3).to(k.dtype)

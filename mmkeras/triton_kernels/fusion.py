@@ -100,9 +100,29 @@ def _present(mask_ptr, b, m, M, inb, HAS_MASK: tl.constexpr):
     return p
 
 
+@triton.jit
+def _block(n, row_len, BLOCK: tl.constexpr):
+    """This program's offsets into a flattened plane of n elements, which of
+    them are in range, and their samples (rows of row_len elements)."""
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    return offs, offs < n, offs // row_len
+
+
 # --------------------------------------------------------------------------
 # Gated fusion
 # --------------------------------------------------------------------------
+
+
+@triton.jit
+def _gated_terms(hp, gp, mask_ptr, b, m, M, inb, HAS_MASK: tl.constexpr):
+    """Presence of modality m, then tanh(h) and 1 - tanh(h)^2, sigmoid(g)
+    and sigmoid(-g) (absent modalities are not read)."""
+    keep = _present(mask_ptr, b, m, M, inb, HAS_MASK)
+    h = tl.load(hp, mask=keep, other=0.0).to(tl.float32)
+    g = tl.load(gp, mask=keep, other=0.0).to(tl.float32)
+    t, dt = _tanh_pair(h)
+    s, sn = _sigmoid_pair(g)
+    return keep, t, dt, s, sn
 
 
 @triton.jit
@@ -112,18 +132,14 @@ def _gated_fwd_kernel(
     HAS_MASK: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    inb = offs < BD
-    b = offs // D
+    offs, inb, b = _block(BD, D, BLOCK)
     hp = h_ptr + offs
     gp = g_ptr + offs
     acc = tl.zeros((BLOCK,), dtype=tl.float32)
     for m in range(M):
-        keep = _present(mask_ptr, b, m, M, inb, HAS_MASK)
-        h = tl.load(hp, mask=keep, other=0.0).to(tl.float32)
-        g = tl.load(gp, mask=keep, other=0.0).to(tl.float32)
-        t, _dt = _tanh_pair(h)
-        s, _sn = _sigmoid_pair(g)
+        keep, t, _dt, s, _sn = _gated_terms(
+            hp, gp, mask_ptr, b, m, M, inb, HAS_MASK
+        )
         acc += tl.where(keep, s * t, 0.0)
         hp += BD
         gp += BD
@@ -137,20 +153,16 @@ def _gated_bwd_kernel(
     HAS_MASK: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    inb = offs < BD
-    b = offs // D
+    offs, inb, b = _block(BD, D, BLOCK)
     dout = tl.load(dout_ptr + offs, mask=inb, other=0.0).to(tl.float32)
     hp = h_ptr + offs
     gp = g_ptr + offs
     dhp = dh_ptr + offs
     dgp = dg_ptr + offs
     for m in range(M):
-        keep = _present(mask_ptr, b, m, M, inb, HAS_MASK)
-        h = tl.load(hp, mask=keep, other=0.0).to(tl.float32)
-        g = tl.load(gp, mask=keep, other=0.0).to(tl.float32)
-        t, dt = _tanh_pair(h)
-        s, sn = _sigmoid_pair(g)
+        keep, t, dt, s, sn = _gated_terms(
+            hp, gp, mask_ptr, b, m, M, inb, HAS_MASK
+        )
         dh = tl.where(keep, dout * s * dt, 0.0)
         dg = tl.where(keep, dout * t * s * sn, 0.0)
         tl.store(dhp, dh, mask=inb)
@@ -173,9 +185,7 @@ def _low_rank_fwd_kernel(
     HAS_MASK: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    inb = offs < BO
-    b = offs // O
+    offs, inb, b = _block(BO, O, BLOCK)
     base = f_ptr + offs  # f[0, r] of this block
     acc = tl.zeros((BLOCK,), dtype=tl.float32)
     for _r in range(R):
@@ -197,9 +207,7 @@ def _low_rank_bwd_kernel(
     HAS_MASK: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    inb = offs < BO
-    b = offs // O
+    offs, inb, b = _block(BO, O, BLOCK)
     dout = tl.load(dout_ptr + offs, mask=inb, other=0.0).to(tl.float32)
     base = f_ptr + offs
     dbase = df_ptr + offs
@@ -227,20 +235,21 @@ def _low_rank_bwd_kernel(
 # --------------------------------------------------------------------------
 
 
-def _identity(kernel):
-    return kernel
-
-
 # Output allocation; module-level so that tests can poison (NaN-fill) it to
 # prove that the kernels write every element.
 def _empty(shape, dtype, device):
     return torch.empty(shape, dtype=dtype, device=device)
 
 
-def _check_runnable():
-    reason = _fa._interpreter_mismatch()
-    if reason is not None:
-        raise RuntimeError(reason)
+def _launch(wrap, kernel, mask, n, *args):
+    """Launches `kernel` with one program per _BLOCK of its n elements."""
+    _fa._check_runnable()
+    wrap(kernel)[(triton.cdiv(n, _BLOCK),)](
+        *args,
+        HAS_MASK=mask is not None,
+        BLOCK=_BLOCK,
+        num_warps=_NUM_WARPS,
+    )
 
 
 def _check_float32(pairs):
@@ -318,7 +327,7 @@ def _check_dout(dout, shape):
         )
 
 
-def gated_fusion_forward(h, g, mask=None, wrap=_identity):
+def gated_fusion_forward(h, g, mask=None, wrap=_fa._identity):
     """out (B, D) = sum over present m of sigmoid(g[m]) * tanh(h[m]).
 
     Args:
@@ -331,19 +340,13 @@ def gated_fusion_forward(h, g, mask=None, wrap=_identity):
     out = _empty((B, D), torch.float32, h.device)
     if B * D == 0:
         return out
-    _check_runnable()
     h, g = h.contiguous(), g.contiguous()
-    wrap(_gated_fwd_kernel)[(triton.cdiv(B * D, _BLOCK),)](
-        h, g, mask_arg, out,
-        M, B * D, D,
-        HAS_MASK=mask is not None,
-        BLOCK=_BLOCK,
-        num_warps=_NUM_WARPS,
-    )
+    _launch(wrap, _gated_fwd_kernel, mask, B * D,
+            h, g, mask_arg, out, M, B * D, D)
     return out
 
 
-def gated_fusion_backward(h, g, mask, dout, wrap=_identity):
+def gated_fusion_backward(h, g, mask, dout, wrap=_fa._identity):
     """(dh, dg), each (M, B, D) float32, for the cotangent dout (B, D)."""
     M, B, D = _check_gated(h, g)
     _check_dout(dout, (B, D))
@@ -352,19 +355,13 @@ def gated_fusion_backward(h, g, mask, dout, wrap=_identity):
     dg = _empty((M, B, D), torch.float32, h.device)
     if B * D == 0:
         return dh, dg
-    _check_runnable()
     h, g, dout = h.contiguous(), g.contiguous(), dout.contiguous()
-    wrap(_gated_bwd_kernel)[(triton.cdiv(B * D, _BLOCK),)](
-        h, g, mask_arg, dout, dh, dg,
-        M, B * D, D,
-        HAS_MASK=mask is not None,
-        BLOCK=_BLOCK,
-        num_warps=_NUM_WARPS,
-    )
+    _launch(wrap, _gated_bwd_kernel, mask, B * D,
+            h, g, mask_arg, dout, dh, dg, M, B * D, D)
     return dh, dg
 
 
-def low_rank_fusion_forward(f, mask=None, wrap=_identity):
+def low_rank_fusion_forward(f, mask=None, wrap=_fa._identity):
     """out (B, O) = sum_r prod_m f'[m, r] (f' = 1 for an absent modality).
 
     Args:
@@ -377,19 +374,13 @@ def low_rank_fusion_forward(f, mask=None, wrap=_identity):
     out = _empty((B, O), torch.float32, f.device)
     if B * O == 0:
         return out
-    _check_runnable()
     f = f.contiguous()
-    wrap(_low_rank_fwd_kernel)[(triton.cdiv(B * O, _BLOCK),)](
-        f, mask_arg, out,
-        M, R, B * O, R * B * O, O,
-        HAS_MASK=mask is not None,
-        BLOCK=_BLOCK,
-        num_warps=_NUM_WARPS,
-    )
+    _launch(wrap, _low_rank_fwd_kernel, mask, B * O,
+            f, mask_arg, out, M, R, B * O, R * B * O, O)
     return out
 
 
-def low_rank_fusion_backward(f, mask, dout, wrap=_identity):
+def low_rank_fusion_backward(f, mask, dout, wrap=_fa._identity):
     """df (M, R, B, O) float32 for the cotangent dout (B, O)."""
     M, R, B, O = _check_low_rank(f)
     _check_dout(dout, (B, O))
@@ -397,13 +388,7 @@ def low_rank_fusion_backward(f, mask, dout, wrap=_identity):
     df = _empty((M, R, B, O), torch.float32, f.device)
     if B * O == 0:
         return df
-    _check_runnable()
     f, dout = f.contiguous(), dout.contiguous()
-    wrap(_low_rank_bwd_kernel)[(triton.cdiv(B * O, _BLOCK),)](
-        f, mask_arg, dout, df,
-        M, R, B * O, R * B * O, O,
-        HAS_MASK=mask is not None,
-        BLOCK=_BLOCK,
-        num_warps=_NUM_WARPS,
-    )
+    _launch(wrap, _low_rank_bwd_kernel, mask, B * O,
+            f, mask_arg, dout, df, M, R, B * O, R * B * O, O)
     return df

@@ -273,6 +273,43 @@ def _fori(lo, hi, body, carry):
     return lax.fori_loop(lo, hi, body, carry)
 
 
+def _query_rows(c):
+    """(start_m, rows, row_ok, col_ok) of the query block of a forward or
+    dQ program."""
+    start_m = pl.program_id(0) * c.bm
+    rows = start_m + lax.iota(jnp.int32, c.bm)
+    return start_m, rows, rows < c.T, _col_ok(c)
+
+
+def _over_key_blocks(c, start_m, step, carry):
+    """Runs step(j, carry, edge) over the key blocks that the query block at
+    start_m attends, the clean ones with edge=False."""
+    clean, hi = _key_block_bounds(c, start_m)
+    carry = _fori(0, clean, functools.partial(step, edge=False), carry)
+    return _fori(clean, hi, functools.partial(step, edge=True), carry)
+
+
+def _key_block_scores(j, edge, q, k_ref, v_ref, m_ref, c, rows, row_ok,
+                      col_ok, fixed):
+    """(k, v, s) of key block j for the query block of a forward or dQ
+    program: s holds the logits in base 2, -inf where not attended."""
+    start_n = pl.multiple_of(j * c.bn, c.bn)
+    cols = start_n + lax.iota(jnp.int32, c.bn)
+    kv_mask = _tile_mask(cols < c.S if edge else None, col_ok)
+    k = _load(k_ref.at[pl.ds(start_n, c.bn), :], kv_mask)
+    v = _load(v_ref.at[pl.ds(start_n, c.bn), :], kv_mask)
+    s = _dot(q, k, c.precision, trans_b=True) * c.qk_scale
+    keep = None
+    if edge:
+        keep = (cols < c.S)[None, :]
+        if c.causal:
+            keep = keep & (cols[None, :] <= rows[:, None])
+    keep = _and(keep, _fwd_mask_tile(m_ref, c, row_ok, start_n, cols, fixed))
+    if keep is not None:
+        s = jnp.where(keep, s, -jnp.inf)
+    return k, v, s
+
+
 # --------------------------------------------------------------------------
 # Forward.
 # --------------------------------------------------------------------------
@@ -283,30 +320,14 @@ def _fwd_kernel(*refs, c):
     m_ref = refs[3] if c.mask is not None else None
     o_ref, lse_ref = refs[-2:]
 
-    start_m = pl.program_id(0) * c.bm
-    rows = start_m + lax.iota(jnp.int32, c.bm)
-    row_ok = rows < c.T
-    col_ok = _col_ok(c)
+    start_m, rows, row_ok, col_ok = _query_rows(c)
     q = _load(q_ref, _tile_mask(row_ok, col_ok))
     fixed = _fwd_mask_fixed(m_ref, c, row_ok)
 
     def step(j, carry, edge):
         acc, m_i, l_i = carry
-        start_n = pl.multiple_of(j * c.bn, c.bn)
-        cols = start_n + lax.iota(jnp.int32, c.bn)
-        kv_mask = _tile_mask(cols < c.S if edge else None, col_ok)
-        k = _load(k_ref.at[pl.ds(start_n, c.bn), :], kv_mask)
-        v = _load(v_ref.at[pl.ds(start_n, c.bn), :], kv_mask)
-        s = _dot(q, k, c.precision, trans_b=True) * c.qk_scale
-        keep = None
-        if edge:
-            keep = (cols < c.S)[None, :]
-            if c.causal:
-                keep = keep & (cols[None, :] <= rows[:, None])
-        keep = _and(keep, _fwd_mask_tile(m_ref, c, row_ok, start_n, cols,
-                                          fixed))
-        if keep is not None:
-            s = jnp.where(keep, s, -jnp.inf)
+        _, v, s = _key_block_scores(j, edge, q, k_ref, v_ref, m_ref, c, rows,
+                                    row_ok, col_ok, fixed)
         m_new = jnp.maximum(m_i, jnp.max(s, axis=1))
         # A row with nothing attended so far keeps m = -inf: subtract 0
         # instead, so that exp2 gives 0 rather than NaN.
@@ -322,10 +343,7 @@ def _fwd_kernel(*refs, c):
         jnp.full((c.bm,), -jnp.inf, jnp.float32),
         jnp.zeros((c.bm,), jnp.float32),
     )
-    clean, hi = _key_block_bounds(c, start_m)
-    carry = _fori(0, clean, functools.partial(step, edge=False), carry)
-    carry = _fori(clean, hi, functools.partial(step, edge=True), carry)
-    acc, m_i, l_i = carry
+    acc, m_i, l_i = _over_key_blocks(c, start_m, step, carry)
 
     empty = l_i == 0.0
     l_safe = jnp.where(empty, 1.0, l_i)
@@ -448,10 +466,7 @@ def _dq_kernel(*refs, c):
     m_ref = refs[3] if c.mask is not None else None
     do_ref, lse_ref, delta_ref, dq_ref = refs[-4:]
 
-    start_m = pl.program_id(0) * c.bm
-    rows = start_m + lax.iota(jnp.int32, c.bm)
-    row_ok = rows < c.T
-    col_ok = _col_ok(c)
+    start_m, rows, row_ok, col_ok = _query_rows(c)
     tile_mask = _tile_mask(row_ok, col_ok)
     q = _load(q_ref, tile_mask)
     do = _load(do_ref, tile_mask)
@@ -460,30 +475,15 @@ def _dq_kernel(*refs, c):
     fixed = _fwd_mask_fixed(m_ref, c, row_ok)
 
     def step(j, dq, edge):
-        start_n = pl.multiple_of(j * c.bn, c.bn)
-        cols = start_n + lax.iota(jnp.int32, c.bn)
-        kv_mask = _tile_mask(cols < c.S if edge else None, col_ok)
-        k = _load(k_ref.at[pl.ds(start_n, c.bn), :], kv_mask)
-        v = _load(v_ref.at[pl.ds(start_n, c.bn), :], kv_mask)
-        s = _dot(q, k, c.precision, trans_b=True) * c.qk_scale
-        keep = None
-        if edge:
-            keep = (cols < c.S)[None, :]
-            if c.causal:
-                keep = keep & (cols[None, :] <= rows[:, None])
-        keep = _and(keep, _fwd_mask_tile(m_ref, c, row_ok, start_n, cols,
-                                          fixed))
-        if keep is not None:
-            s = jnp.where(keep, s, -jnp.inf)
+        k, v, s = _key_block_scores(j, edge, q, k_ref, v_ref, m_ref, c, rows,
+                                    row_ok, col_ok, fixed)
         p = jnp.exp2(s - lse2[:, None])
         dp = _dot(do, v, c.precision, trans_b=True)
         ds = p * (dp - delta[:, None])
         return dq + _dot(ds.astype(k.dtype), k, c.precision)
 
     dq = jnp.zeros((c.bm, c.bh), jnp.float32)
-    clean, hi = _key_block_bounds(c, start_m)
-    dq = _fori(0, clean, functools.partial(step, edge=False), dq)
-    dq = _fori(clean, hi, functools.partial(step, edge=True), dq)
+    dq = _over_key_blocks(c, start_m, step, dq)
     _store(dq_ref, (dq * c.scale).astype(dq_ref.dtype), tile_mask)
 
 
@@ -569,6 +569,29 @@ def _mask_spec_q(md, c):
     return pl.BlockSpec(shape, index)
 
 
+def _q_grid_specs(c, q, k, v, mask):
+    """Blocks of the forward and dQ kernels, whose grid is (query block i,
+    query head n, batch b): (tile_spec, row_spec, in_specs, args), the last
+    two holding q, k, v and the mask when there is one."""
+
+    def kv_index(i, n, b):
+        return (b, 0, _div(n, c.group), 0)
+
+    tile_spec = pl.BlockSpec((None, c.bm, None, c.bh),
+                             lambda i, n, b: (b, i, n, 0))
+    row_spec = pl.BlockSpec((None, None, c.bm), lambda i, n, b: (b, n, i))
+    in_specs = [
+        tile_spec,
+        pl.BlockSpec((None, c.S, None, c.bh), kv_index),
+        pl.BlockSpec((None, c.S, None, c.bh), kv_index),
+    ]
+    args = [q, k, v]
+    if c.mask is not None:
+        in_specs.append(_mask_spec_q(c.mask, c))
+        args.append(mask)
+    return tile_spec, row_spec, in_specs, args
+
+
 def forward(q, k, v, mask=None, is_causal=False, scale=None, interpret=False):
     """Fused attention forward pass.
 
@@ -597,28 +620,12 @@ def forward(q, k, v, mask=None, is_causal=False, scale=None, interpret=False):
     bm, bn, warps, stages = _config("fwd", q.dtype, bh, T, S, interpret)
     c = _Static(T, S, H, N // K, bm, bn, bh, bool(is_causal), md, scale,
                 _precision(q.dtype, interpret))
-    group = N // K
-
-    def kv_index(i, n, b):
-        return (b, 0, _div(n, group), 0)
-
-    in_specs = [
-        pl.BlockSpec((None, bm, None, bh), lambda i, n, b: (b, i, n, 0)),
-        pl.BlockSpec((None, S, None, bh), kv_index),
-        pl.BlockSpec((None, S, None, bh), kv_index),
-    ]
-    args = [q, k, v]
-    if md is not None:
-        in_specs.append(_mask_spec_q(md, c))
-        args.append(mask)
+    tile_spec, row_spec, in_specs, args = _q_grid_specs(c, q, k, v, mask)
     out, lse = pl.pallas_call(
         functools.partial(_fwd_kernel, c=c),
         grid=(_cdiv(T, bm), N, B),
         in_specs=in_specs,
-        out_specs=[
-            pl.BlockSpec((None, bm, None, bh), lambda i, n, b: (b, i, n, 0)),
-            pl.BlockSpec((None, None, bm), lambda i, n, b: (b, n, i)),
-        ],
+        out_specs=[tile_spec, row_spec],
         out_shape=[
             jax.ShapeDtypeStruct(q.shape, q.dtype),
             jax.ShapeDtypeStruct((B, N, T), jnp.float32),
@@ -709,21 +716,7 @@ def backward(q, k, v, out, lse, dout, mask=None, is_causal=False, scale=None,
     # dQ: grid (query block i, query head n, batch b), like the forward.
     bm, bn, warps, stages = _config("dq", q.dtype, bh, T, S, interpret)
     c = _Static(T, S, H, group, bm, bn, bh, causal, md, scale, precision)
-
-    def kv_index(i, n, b):
-        return (b, 0, _div(n, group), 0)
-
-    tile_spec = pl.BlockSpec((None, bm, None, bh), lambda i, n, b: (b, i, n, 0))
-    row_spec = pl.BlockSpec((None, None, bm), lambda i, n, b: (b, n, i))
-    in_specs = [
-        tile_spec,
-        pl.BlockSpec((None, S, None, bh), kv_index),
-        pl.BlockSpec((None, S, None, bh), kv_index),
-    ]
-    args = [q, k, v]
-    if md is not None:
-        in_specs.append(_mask_spec_q(md, c))
-        args.append(mask)
+    tile_spec, row_spec, in_specs, args = _q_grid_specs(c, q, k, v, mask)
     in_specs += [tile_spec, row_spec, row_spec]
     args += [dout, lse, delta]
     dq = pl.pallas_call(

@@ -7,38 +7,17 @@ documented in flash_attention.py, so odd lengths span several partial blocks.
 """
 
 import math
-import os
 
 import numpy as np
 import pytest
+from triton_interpreter import skip_unless_interpreted
 
-try:
-    import triton  # noqa: F401
-except ImportError as e:  # not installed, or blocked by mmkeras' import guard
-    pytest.skip(f"triton is not importable: {e}", allow_module_level=True)
+skip_unless_interpreted(gpu_check="benchmarks/gpu_check.py")
 
 import torch  # noqa: E402
 
 from mmkeras.triton_kernels import flash_attention as fa  # noqa: E402
 from mmkeras.triton_kernels import torch_ops  # noqa: E402
-
-# tests/conftest.py sets TRITON_INTERPRET=1 (on machines without an NVIDIA
-# GPU) before anything imports triton, so the kernels run in the interpreter.
-# On a GPU machine benchmarks/gpu_check.py checks them on the device instead.
-_NOT_READY = (
-    "mmkeras.triton_kernels was imported without TRITON_INTERPRET=1 (a GPU "
-    "machine: run benchmarks/gpu_check.py)"
-    if not fa._INTERPRET else fa._interpreter_mismatch()
-)
-if _NOT_READY is not None:
-    pytest.skip(_NOT_READY, allow_module_level=True)
-if os.environ.get("KERAS_BACKEND", "tensorflow") != "torch":
-    pytest.skip(
-        "the Triton kernels take torch tensors whatever KERAS_BACKEND is, so "
-        "they are tested once, in the torch backend's pass",
-        allow_module_level=True,
-    )
-
 
 # --------------------------------------------------------------------------
 # float64 numpy reference

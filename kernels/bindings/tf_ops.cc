@@ -2,144 +2,84 @@
 // time with tf.sysconfig.get_compile_flags()/get_link_flags() and loaded with
 // tf.load_op_library. The gradient is registered in Python
 // (mmkeras/backend/tensorflow_attention.py).
-#include <exception>
-#include <vector>
+#include <cstdint>
+#include <stdexcept>
 
 #include "flash_attention.h"
-#include "tensorflow/core/framework/op.h"
-#include "tensorflow/core/framework/op_kernel.h"
-#include "tensorflow/core/framework/shape_inference.h"
+#include "tf_ops_common.h"
 
-namespace tf = tensorflow;
-using tf::shape_inference::InferenceContext;
-
-REGISTER_OP("MmkerasAttentionForward")
-    .Input("q: float")
-    .Input("k: float")
-    .Input("v: float")
-    .Input("mask: bool")
-    .Output("out: float")
-    .Output("lse: float")
-    .Attr("has_mask: bool")
-    .Attr("causal: bool")
-    .Attr("scale: float")
-    .SetShapeFn([](InferenceContext* c) {
-      tf::shape_inference::ShapeHandle q;
-      TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 4, &q));
-      c->set_output(0, q);
-      c->set_output(1, c->MakeShape({c->Dim(q, 0), c->Dim(q, 2), c->Dim(q, 1)}));
-      return tf::OkStatus();
-    });
-
-REGISTER_OP("MmkerasAttentionBackward")
-    .Input("q: float")
-    .Input("k: float")
-    .Input("v: float")
-    .Input("mask: bool")
-    .Input("out: float")
-    .Input("lse: float")
-    .Input("dout: float")
-    .Output("dq: float")
-    .Output("dk: float")
-    .Output("dv: float")
-    .Attr("has_mask: bool")
-    .Attr("causal: bool")
-    .Attr("scale: float")
-    .SetShapeFn([](InferenceContext* c) {
-      c->set_output(0, c->input(0));
-      c->set_output(1, c->input(1));
-      c->set_output(2, c->input(2));
-      return tf::OkStatus();
-    });
-
+namespace mmkeras::tf_ops {
 namespace {
 
-std::vector<int64_t> dims(const tf::Tensor& t) {
-  std::vector<int64_t> d;
-  for (int i = 0; i < t.dims(); ++i) d.push_back(t.dim_size(i));
-  return d;
+// The backward op takes the forward op's inputs and attrs, then out, lse
+// and dout.
+const Specs kInputs = {"q: float", "k: float", "v: float", "mask: bool"};
+const Specs kAttrs = {"has_mask: bool", "causal: bool", "scale: float"};
+
+// out has the shape of q (B, T, N, H); lse is (B, N, T).
+absl::Status ForwardShapes(InferenceContext* c) {
+  ShapeHandle q;
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 4, &q));
+  c->set_output(0, q);
+  c->set_output(1, c->MakeShape({c->Dim(q, 0), c->Dim(q, 2), c->Dim(q, 1)}));
+  return absl::OkStatus();
 }
 
-class AttentionOp : public tf::OpKernel {
- public:
-  explicit AttentionOp(tf::OpKernelConstruction* ctx) : tf::OpKernel(ctx) {
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("has_mask", &has_mask_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("causal", &causal_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("scale", &scale_));
-  }
-
- protected:
-  // Returns false (with the error set on ctx) when the inputs do not fit.
-  bool problem(tf::OpKernelContext* ctx, mmkeras::AttentionProblem* p) {
-    const tf::Tensor& q = ctx->input(0);
-    const tf::Tensor& k = ctx->input(1);
-    const tf::Tensor& v = ctx->input(2);
-    const tf::Tensor& mask = ctx->input(3);
-    try {
-      const uint8_t* mptr =
-          has_mask_ ? reinterpret_cast<const uint8_t*>(mask.flat<bool>().data())
-                    : nullptr;
-      *p = mmkeras::make_problem(dims(q), dims(k), dims(v), mptr,
-                                 has_mask_ ? dims(mask) : std::vector<int64_t>{},
-                                 causal_, scale_);
-    } catch (const std::exception& e) {
-      ctx->CtxFailure(tf::errors::InvalidArgument(e.what()));
-      return false;
-    }
-    return true;
-  }
-
-  bool has_mask_ = false;
-  bool causal_ = false;
-  float scale_ = 1.0f;
+[[maybe_unused]] const bool kRegistered[] = {
+    RegisterOp("MmkerasAttentionForward", {kInputs},
+               {"out: float", "lse: float"}, kAttrs, ForwardShapes),
+    RegisterOp("MmkerasAttentionBackward",
+               {kInputs, {"out: float", "lse: float", "dout: float"}},
+               {"dq: float", "dk: float", "dv: float"}, kAttrs,
+               GradientShapes<3>),
 };
 
-class ForwardOp : public AttentionOp {
- public:
-  using AttentionOp::AttentionOp;
-  void Compute(tf::OpKernelContext* ctx) override {
-    mmkeras::AttentionProblem p;
-    if (!problem(ctx, &p)) return;
-    tf::Tensor* out = nullptr;
-    tf::Tensor* lse = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, ctx->input(0).shape(), &out));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, tf::TensorShape({p.B, p.N, p.T}),
-                                             &lse));
-    mmkeras::attention_forward(p, ctx->input(0).flat<float>().data(),
-                               ctx->input(1).flat<float>().data(),
-                               ctx->input(2).flat<float>().data(),
-                               out->flat<float>().data(),
-                               lse->flat<float>().data());
+struct Attrs {
+  explicit Attrs(tf::OpKernelConstruction* ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("has_mask", &has_mask));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("causal", &causal));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("scale", &scale));
   }
+  bool has_mask = false;
+  bool causal = false;
+  float scale = 1.0f;
 };
 
-class BackwardOp : public AttentionOp {
- public:
-  using AttentionOp::AttentionOp;
-  void Compute(tf::OpKernelContext* ctx) override {
-    mmkeras::AttentionProblem p;
-    if (!problem(ctx, &p)) return;
-    OP_REQUIRES(ctx,
-                ctx->input(4).shape() == ctx->input(0).shape() &&
-                    ctx->input(6).shape() == ctx->input(0).shape() &&
-                    ctx->input(5).NumElements() == p.B * p.N * p.T,
-                tf::errors::InvalidArgument("out, dout or lse shape mismatch"));
-    tf::Tensor *dq = nullptr, *dk = nullptr, *dv = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, ctx->input(0).shape(), &dq));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, ctx->input(1).shape(), &dk));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, ctx->input(2).shape(), &dv));
-    mmkeras::attention_backward(
-        p, ctx->input(0).flat<float>().data(), ctx->input(1).flat<float>().data(),
-        ctx->input(2).flat<float>().data(), ctx->input(4).flat<float>().data(),
-        ctx->input(5).flat<float>().data(), ctx->input(6).flat<float>().data(),
-        dq->flat<float>().data(), dk->flat<float>().data(),
-        dv->flat<float>().data());
-  }
-};
+// Throws std::invalid_argument when the inputs do not fit.
+mmkeras::AttentionProblem problem(tf::OpKernelContext* ctx, const Attrs& a) {
+  const tf::Tensor& mask = ctx->input(3);
+  return mmkeras::make_problem(dims(ctx->input(0)), dims(ctx->input(1)),
+                               dims(ctx->input(2)), mask_data(mask, a.has_mask),
+                               mask_dims(mask, a.has_mask), a.causal, a.scale);
+}
+
+void Forward(tf::OpKernelContext* ctx, const Attrs& a) {
+  auto p = problem(ctx, a);
+  float* o = out(ctx, 0, ctx->input(0).shape());
+  float* lse = o ? out(ctx, 1, tf::TensorShape({p.B, p.N, p.T})) : nullptr;
+  if (!lse) return;
+  mmkeras::attention_forward(p, in(ctx, 0), in(ctx, 1), in(ctx, 2), o, lse);
+}
+
+void Backward(tf::OpKernelContext* ctx, const Attrs& a) {
+  auto p = problem(ctx, a);
+  if (ctx->input(4).shape() != ctx->input(0).shape() ||
+      ctx->input(6).shape() != ctx->input(0).shape() ||
+      ctx->input(5).NumElements() != p.B * p.N * p.T)
+    throw std::invalid_argument("out, dout or lse shape mismatch");
+  float* dq = out(ctx, 0, ctx->input(0).shape());
+  float* dk = dq ? out(ctx, 1, ctx->input(1).shape()) : nullptr;
+  float* dv = dk ? out(ctx, 2, ctx->input(2).shape()) : nullptr;
+  if (!dv) return;
+  mmkeras::attention_backward(p, in(ctx, 0), in(ctx, 1), in(ctx, 2),
+                              in(ctx, 4), in(ctx, 5), in(ctx, 6), dq, dk, dv);
+}
+
+using ForwardOp = Kernel<Attrs, Forward>;
+using BackwardOp = Kernel<Attrs, Backward>;
+
+MMKERAS_CPU_KERNEL("MmkerasAttentionForward", ForwardOp);
+MMKERAS_CPU_KERNEL("MmkerasAttentionBackward", BackwardOp);
 
 }  // namespace
-
-REGISTER_KERNEL_BUILDER(Name("MmkerasAttentionForward").Device(tf::DEVICE_CPU),
-                        ForwardOp);
-REGISTER_KERNEL_BUILDER(Name("MmkerasAttentionBackward").Device(tf::DEVICE_CPU),
-                        BackwardOp);
+}  // namespace mmkeras::tf_ops

@@ -7,93 +7,61 @@
 // Every handler takes its optional operands (mask, bias) as buffers with a
 // `has_*` attribute saying whether they are real; the glue passes a dummy
 // when they are not.
-#include <exception>
-#include <vector>
+#include <cstdint>
 
 #include "contrastive.h"
 #include "fusion.h"
-#include "xla/ffi/api/ffi.h"
+#include "xla_ffi_common.h"
 
-namespace ffi = xla::ffi;
-
+namespace mmkeras::xla_ffi {
 namespace {
 
-using F32 = ffi::Buffer<ffi::F32>;
-using Pred = ffi::Buffer<ffi::PRED>;
-using Out = ffi::ResultBuffer<ffi::F32>;
-
-template <typename Buf>
-std::vector<int64_t> dims(const Buf& b) {
-  auto d = b.dimensions();
-  return std::vector<int64_t>(d.begin(), d.end());
-}
-
-const uint8_t* mask_ptr(Pred& mask, int64_t has_mask) {
-  return has_mask ? reinterpret_cast<const uint8_t*>(mask.typed_data())
-                  : nullptr;
-}
-
-std::vector<int64_t> mask_dims(Pred& mask, int64_t has_mask) {
-  return has_mask ? dims(mask) : std::vector<int64_t>{};
-}
-
-// Runs fn, turning a C++ exception into an FFI error.
-template <typename F>
-ffi::Error guarded(F fn) {
-  try {
-    fn();
-  } catch (const std::exception& e) {
-    return ffi::Error(ffi::ErrorCode::kInvalidArgument, e.what());
-  }
-  return ffi::Error::Success();
-}
-
-ffi::Error GatedForward(F32 h, F32 g, Pred mask, Out out, int64_t has_mask) {
+ffi::Error GatedForward(F32 h, F32 g, Pred mask, Out out, HasMask has_mask) {
   return guarded([&] {
     auto p = mmkeras::make_gated_fusion_problem(dims(h), dims(g),
-                                                mask_dims(mask, has_mask));
+                                                mask_dims(mask, *has_mask));
     mmkeras::gated_fusion_forward(p, h.typed_data(), g.typed_data(),
-                                  mask_ptr(mask, has_mask), out->typed_data());
+                                  mask_ptr(mask, *has_mask), out->typed_data());
   });
 }
 
 ffi::Error GatedBackward(F32 h, F32 g, Pred mask, F32 dout, Out dh, Out dg,
-                         int64_t has_mask) {
+                         HasMask has_mask) {
   return guarded([&] {
     auto p = mmkeras::make_gated_fusion_problem(dims(h), dims(g),
-                                                mask_dims(mask, has_mask));
+                                                mask_dims(mask, *has_mask));
     mmkeras::gated_fusion_backward(p, h.typed_data(), g.typed_data(),
-                                   mask_ptr(mask, has_mask), dout.typed_data(),
+                                   mask_ptr(mask, *has_mask), dout.typed_data(),
                                    dh->typed_data(), dg->typed_data());
   });
 }
 
-ffi::Error LowRankForward(F32 f, Pred mask, Out out, int64_t has_mask) {
+ffi::Error LowRankForward(F32 f, Pred mask, Out out, HasMask has_mask) {
   return guarded([&] {
     auto p = mmkeras::make_low_rank_fusion_problem(dims(f),
-                                                   mask_dims(mask, has_mask));
+                                                   mask_dims(mask, *has_mask));
     mmkeras::low_rank_fusion_forward(p, f.typed_data(),
-                                     mask_ptr(mask, has_mask),
+                                     mask_ptr(mask, *has_mask),
                                      out->typed_data());
   });
 }
 
 ffi::Error LowRankBackward(F32 f, Pred mask, F32 dout, Out df,
-                           int64_t has_mask) {
+                           HasMask has_mask) {
   return guarded([&] {
     auto p = mmkeras::make_low_rank_fusion_problem(dims(f),
-                                                   mask_dims(mask, has_mask));
+                                                   mask_dims(mask, *has_mask));
     mmkeras::low_rank_fusion_backward(p, f.typed_data(),
-                                      mask_ptr(mask, has_mask),
+                                      mask_ptr(mask, *has_mask),
                                       dout.typed_data(), df->typed_data());
   });
 }
 
 ffi::Error ContrastiveForward(F32 a, F32 b, F32 scale, F32 bias, Out loss,
-                              Out lse, int64_t has_bias, int64_t sigmoid) {
+                              Out lse, HasBias has_bias, Sigmoid sigmoid) {
   return guarded([&] {
-    auto p = mmkeras::make_contrastive_problem(dims(a), dims(b), sigmoid != 0,
-                                               has_bias != 0);
+    auto p = mmkeras::make_contrastive_problem(dims(a), dims(b), *sigmoid != 0,
+                                               *has_bias != 0);
     mmkeras::contrastive_forward(p, a.typed_data(), b.typed_data(),
                                  scale.typed_data(), bias.typed_data(),
                                  loss->typed_data(), lse->typed_data());
@@ -102,10 +70,10 @@ ffi::Error ContrastiveForward(F32 a, F32 b, F32 scale, F32 bias, Out loss,
 
 ffi::Error ContrastiveBackward(F32 a, F32 b, F32 scale, F32 bias, F32 lse,
                                F32 dloss, Out da, Out db, Out dscale,
-                               Out dbias, int64_t has_bias, int64_t sigmoid) {
+                               Out dbias, HasBias has_bias, Sigmoid sigmoid) {
   return guarded([&] {
-    auto p = mmkeras::make_contrastive_problem(dims(a), dims(b), sigmoid != 0,
-                                               has_bias != 0);
+    auto p = mmkeras::make_contrastive_problem(dims(a), dims(b), *sigmoid != 0,
+                                               *has_bias != 0);
     mmkeras::contrastive_backward(
         p, a.typed_data(), b.typed_data(), scale.typed_data(),
         bias.typed_data(), lse.typed_data(), dloss.typed_data(),
@@ -116,61 +84,12 @@ ffi::Error ContrastiveBackward(F32 a, F32 b, F32 scale, F32 bias, F32 lse,
 
 }  // namespace
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(MmkerasGatedFusionForward, GatedForward,
-                              ffi::Ffi::Bind()
-                                  .Arg<F32>()
-                                  .Arg<F32>()
-                                  .Arg<Pred>()
-                                  .Ret<F32>()
-                                  .Attr<int64_t>("has_mask"));
+// C symbols (extern "C"), which mmkeras registers by name.
+XLA_FFI_DEFINE_HANDLER_SYMBOL(MmkerasGatedFusionForward, GatedForward);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(MmkerasGatedFusionBackward, GatedBackward);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(MmkerasLowRankFusionForward, LowRankForward);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(MmkerasLowRankFusionBackward, LowRankBackward);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(MmkerasContrastiveForward, ContrastiveForward);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(MmkerasContrastiveBackward, ContrastiveBackward);
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(MmkerasGatedFusionBackward, GatedBackward,
-                              ffi::Ffi::Bind()
-                                  .Arg<F32>()
-                                  .Arg<F32>()
-                                  .Arg<Pred>()
-                                  .Arg<F32>()
-                                  .Ret<F32>()
-                                  .Ret<F32>()
-                                  .Attr<int64_t>("has_mask"));
-
-XLA_FFI_DEFINE_HANDLER_SYMBOL(MmkerasLowRankFusionForward, LowRankForward,
-                              ffi::Ffi::Bind()
-                                  .Arg<F32>()
-                                  .Arg<Pred>()
-                                  .Ret<F32>()
-                                  .Attr<int64_t>("has_mask"));
-
-XLA_FFI_DEFINE_HANDLER_SYMBOL(MmkerasLowRankFusionBackward, LowRankBackward,
-                              ffi::Ffi::Bind()
-                                  .Arg<F32>()
-                                  .Arg<Pred>()
-                                  .Arg<F32>()
-                                  .Ret<F32>()
-                                  .Attr<int64_t>("has_mask"));
-
-XLA_FFI_DEFINE_HANDLER_SYMBOL(MmkerasContrastiveForward, ContrastiveForward,
-                              ffi::Ffi::Bind()
-                                  .Arg<F32>()
-                                  .Arg<F32>()
-                                  .Arg<F32>()
-                                  .Arg<F32>()
-                                  .Ret<F32>()
-                                  .Ret<F32>()
-                                  .Attr<int64_t>("has_bias")
-                                  .Attr<int64_t>("sigmoid"));
-
-XLA_FFI_DEFINE_HANDLER_SYMBOL(MmkerasContrastiveBackward, ContrastiveBackward,
-                              ffi::Ffi::Bind()
-                                  .Arg<F32>()
-                                  .Arg<F32>()
-                                  .Arg<F32>()
-                                  .Arg<F32>()
-                                  .Arg<F32>()
-                                  .Arg<F32>()
-                                  .Ret<F32>()
-                                  .Ret<F32>()
-                                  .Ret<F32>()
-                                  .Ret<F32>()
-                                  .Attr<int64_t>("has_bias")
-                                  .Attr<int64_t>("sigmoid"));
+}  // namespace mmkeras::xla_ffi

@@ -11,16 +11,15 @@ The implementation is chosen from the query's platform when the op is
 called or traced (`jax.default_backend()` for tracers).
 """
 
-import ctypes
 import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mmkeras.backend import build
 from mmkeras.backend import jax_sharding
 from mmkeras.backend.jax_common import platforms
+from mmkeras.backend.jax_common import register_cpu_targets
 
 _FWD = "mmkeras_attention_fwd"
 _BWD = "mmkeras_attention_bwd"
@@ -29,24 +28,12 @@ _BWD = "mmkeras_attention_bwd"
 @functools.cache
 def _register():
     """Builds and registers the CPU targets; returns None or the reason."""
-    try:
-        path = build.build_library(
-            "mmkeras_xla_ffi",
-            ["bindings/xla_ffi.cc", "cpu/flash_attention.cc"],
-            cflags=[f"-I{jax.ffi.include_dir()}"],
-            tag=f"jaxlib-{jax.__version__}",
-        )
-    except Exception as e:  # noqa: BLE001  any failure disables the adapter
-        return f"could not build the XLA FFI adapter: {e}"
-    lib = ctypes.CDLL(str(path))
-    for name, symbol in (
-        (_FWD, lib.MmkerasAttentionForward),
-        (_BWD, lib.MmkerasAttentionBackward),
-    ):
-        jax.ffi.register_ffi_target(
-            name, jax.ffi.pycapsule(symbol), platform="cpu"
-        )
-    return None
+    return register_cpu_targets(
+        "mmkeras_xla_ffi",
+        ["bindings/xla_ffi.cc", "cpu/flash_attention.cc"],
+        {_FWD: "MmkerasAttentionForward", _BWD: "MmkerasAttentionBackward"},
+        "the XLA FFI adapter",
+    )
 
 
 def _attrs(has_mask, is_causal, scale):

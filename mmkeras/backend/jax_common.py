@@ -1,6 +1,10 @@
 """Helpers shared by the JAX glue modules of every op family."""
 
+import ctypes
+
 import jax
+
+from mmkeras.backend import build
 
 
 def platforms(array):
@@ -9,3 +13,25 @@ def platforms(array):
     if isinstance(array, jax.core.Tracer):
         return {jax.default_backend()}
     return {d.platform for d in array.devices()}
+
+
+def register_cpu_targets(library, sources, targets, what):
+    """Builds the XLA FFI handlers of `sources` into `library` (once; cached
+    by `build`) and registers them as CPU custom-call targets; `targets` maps
+    each target name to its handler's symbol. Returns None, or why the
+    adapter (`what`) cannot be used."""
+    try:
+        path = build.build_library(
+            library,
+            sources,
+            cflags=[f"-I{jax.ffi.include_dir()}"],
+            tag=f"jaxlib-{jax.__version__}",
+        )
+    except Exception as e:  # noqa: BLE001  any failure disables the adapter
+        return f"could not build {what}: {e}"
+    lib = ctypes.CDLL(str(path))
+    for name, symbol in targets.items():
+        jax.ffi.register_ffi_target(
+            name, jax.ffi.pycapsule(getattr(lib, symbol)), platform="cpu"
+        )
+    return None

@@ -8,16 +8,15 @@ inputs the gated and low-rank kernels run on each device's (batch, feature)
 shard (`jax_sharding`).
 """
 
-import ctypes
 import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mmkeras.backend import build
 from mmkeras.backend import jax_sharding
 from mmkeras.backend.jax_common import platforms
+from mmkeras.backend.jax_common import register_cpu_targets
 
 _TARGETS = {
     "mmkeras_gated_fusion_fwd": "MmkerasGatedFusionForward",
@@ -32,25 +31,16 @@ _TARGETS = {
 @functools.cache
 def _register():
     """Builds and registers the CPU targets; returns None or the reason."""
-    try:
-        path = build.build_library(
-            "mmkeras_xla_ffi_fusion",
-            [
-                "bindings/xla_ffi_fusion.cc",
-                "cpu/fusion.cc",
-                "cpu/contrastive.cc",
-            ],
-            cflags=[f"-I{jax.ffi.include_dir()}"],
-            tag=f"jaxlib-{jax.__version__}",
-        )
-    except Exception as e:  # noqa: BLE001  any failure disables the adapter
-        return f"could not build the XLA FFI fusion adapter: {e}"
-    lib = ctypes.CDLL(str(path))
-    for name, symbol in _TARGETS.items():
-        jax.ffi.register_ffi_target(
-            name, jax.ffi.pycapsule(getattr(lib, symbol)), platform="cpu"
-        )
-    return None
+    return register_cpu_targets(
+        "mmkeras_xla_ffi_fusion",
+        [
+            "bindings/xla_ffi_fusion.cc",
+            "cpu/fusion.cc",
+            "cpu/contrastive.cc",
+        ],
+        _TARGETS,
+        "the XLA FFI fusion adapter",
+    )
 
 
 def _call(target, *shapes):

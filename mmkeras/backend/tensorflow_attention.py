@@ -8,39 +8,27 @@ import functools
 
 import tensorflow as tf
 
-from mmkeras.backend import build
+from mmkeras.backend.tensorflow_common import cpu_only_reason
+from mmkeras.backend.tensorflow_common import load_op_library
+from mmkeras.backend.tensorflow_common import loaded_ops
 
 
 @functools.cache
 def _load():
     """Returns `(ops_module, None)` or `(None, reason)`."""
-    try:
-        path = build.build_library(
-            "mmkeras_tf_ops",
-            ["bindings/tf_ops.cc", "cpu/flash_attention.cc"],
-            cflags=tf.sysconfig.get_compile_flags(),
-            ldflags=tf.sysconfig.get_link_flags(),
-            tag=f"tensorflow-{tf.__version__}",
-        )
-        return tf.load_op_library(str(path)), None
-    except Exception as e:  # noqa: BLE001  any failure disables the adapter
-        return None, f"could not build or load the TensorFlow op: {e}"
+    return load_op_library(
+        "mmkeras_tf_ops",
+        ["bindings/tf_ops.cc", "cpu/flash_attention.cc"],
+        "the TensorFlow op",
+    )
 
 
 def unavailable_reason(query):
-    device = getattr(query, "device", "") or ""
-    if "GPU" in device.upper():
-        return (
-            "the TensorFlow native kernel runs on the CPU; on GPUs TensorFlow "
-            "uses the reference path (XLA)"
-        )
-    return _load()[1]
+    return cpu_only_reason(query, _load, "the TensorFlow native kernel runs")
 
 
 def attention(query, key, value, mask, is_causal, scale):
-    ops, reason = _load()
-    if ops is None:
-        raise RuntimeError(reason)
+    ops = loaded_ops(_load)
     attrs = dict(has_mask=mask is not None, causal=bool(is_causal), scale=scale)
     mask_operand = tf.ones((1, 1, 1, 1), tf.bool) if mask is None else mask
 

@@ -9,34 +9,27 @@ import functools
 
 import tensorflow as tf
 
-from mmkeras.backend import build
+from mmkeras.backend.tensorflow_common import cpu_only_reason
+from mmkeras.backend.tensorflow_common import load_op_library
+from mmkeras.backend.tensorflow_common import loaded_ops
 
 
 @functools.cache
 def _load():
     """Returns `(ops_module, None)` or `(None, reason)`."""
-    try:
-        path = build.build_library(
-            "mmkeras_tf_ops_fusion",
-            [
-                "bindings/tf_ops_fusion.cc",
-                "cpu/fusion.cc",
-                "cpu/contrastive.cc",
-            ],
-            cflags=tf.sysconfig.get_compile_flags(),
-            ldflags=tf.sysconfig.get_link_flags(),
-            tag=f"tensorflow-{tf.__version__}",
-        )
-        return tf.load_op_library(str(path)), None
-    except Exception as e:  # noqa: BLE001  any failure disables the adapter
-        return None, f"could not build or load the TensorFlow fusion ops: {e}"
+    return load_op_library(
+        "mmkeras_tf_ops_fusion",
+        [
+            "bindings/tf_ops_fusion.cc",
+            "cpu/fusion.cc",
+            "cpu/contrastive.cc",
+        ],
+        "the TensorFlow fusion ops",
+    )
 
 
 def _ops():
-    ops, reason = _load()
-    if ops is None:
-        raise RuntimeError(reason)
-    return ops
+    return loaded_ops(_load)
 
 
 def _mask_operand(mask):
@@ -45,13 +38,7 @@ def _mask_operand(mask):
 
 
 def unavailable_reason(x):
-    device = getattr(x, "device", "") or ""
-    if "GPU" in device.upper():
-        return (
-            "the TensorFlow fusion kernels run on the CPU; on GPUs TensorFlow "
-            "uses the reference path (XLA)"
-        )
-    return _load()[1]
+    return cpu_only_reason(x, _load, "the TensorFlow fusion kernels run")
 
 
 def gated_fusion(projections, gate_logits, modality_mask):

@@ -8,9 +8,11 @@ from typing import Optional
 
 import torch
 
-from mmkeras.backend import cpu_module
+from mmkeras.backend import torch_common
 from mmkeras.backend.torch_common import as_numpy
-from mmkeras.backend.torch_common import triton_reason
+from mmkeras.backend.torch_common import as_numpy_or_none
+from mmkeras.backend.torch_common import cpu_kernels
+from mmkeras.backend.torch_common import save_with_lse
 
 
 @torch.library.custom_op("mmkeras::attention_fwd", mutates_args=())
@@ -22,14 +24,11 @@ def attention_fwd(
     is_causal: bool,
     scale: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    kernels, reason = cpu_module.load()
-    if kernels is None:
-        raise RuntimeError(reason)
-    out, lse = kernels.attention_forward(
+    out, lse = cpu_kernels().attention_forward(
         as_numpy(q),
         as_numpy(k),
         as_numpy(v),
-        None if mask is None else as_numpy(mask),
+        as_numpy_or_none(mask),
         is_causal,
         scale,
     )
@@ -54,17 +53,14 @@ def attention_bwd(
     is_causal: bool,
     scale: float,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    kernels, reason = cpu_module.load()
-    if kernels is None:
-        raise RuntimeError(reason)
-    grads = kernels.attention_backward(
+    grads = cpu_kernels().attention_backward(
         as_numpy(q),
         as_numpy(k),
         as_numpy(v),
         as_numpy(out),
         as_numpy(lse),
         as_numpy(dout),
-        None if mask is None else as_numpy(mask),
+        as_numpy_or_none(mask),
         is_causal,
         scale,
     )
@@ -79,9 +75,8 @@ def _(q, k, v, out, lse, dout, mask, is_causal, scale):
 def _setup_context(ctx, inputs, output):
     q, k, v, mask, is_causal, scale = inputs
     out, lse = output
-    ctx.mark_non_differentiable(lse)
-    ctx.save_for_backward(q, k, v, mask, out, lse)
-    ctx.is_causal, ctx.scale = is_causal, scale
+    save_with_lse(ctx, (q, k, v, mask, out), lse, is_causal=is_causal,
+                  scale=scale)
 
 
 def _backward(ctx, dout, _dlse):
@@ -95,18 +90,10 @@ def _backward(ctx, dout, _dlse):
 attention_fwd.register_autograd(_backward, setup_context=_setup_context)
 
 
-def _triton_reason():
-    return triton_reason("torch_ops")
-
-
 def unavailable_reason(query):
-    if query.device.type == "cuda":
-        return _triton_reason()
-    # "meta": Keras infers shapes on meta tensors; the custom ops' fake
-    # kernels answer that, so the symbolic pass takes the native path too.
-    if query.device.type not in ("cpu", "meta"):
-        return f"no native kernel for device type {query.device.type!r}"
-    return cpu_module.load()[1]
+    return torch_common.unavailable_reason(
+        query, "torch_ops", "no native kernel for device type {!r}"
+    )
 
 
 def attention(query, key, value, mask, is_causal, scale):
@@ -119,11 +106,6 @@ def attention(query, key, value, mask, is_causal, scale):
 
 
 def status():
-    cpu_reason = cpu_module.load()[1]
-    rows = [("torch CPU (C++ custom op)", cpu_reason is None, cpu_reason)]
-    if not torch.cuda.is_available():
-        rows.append(("torch CUDA (Triton)", False, "no CUDA device"))
-    else:
-        reason = _triton_reason()
-        rows.append(("torch CUDA (Triton)", reason is None, reason))
-    return rows
+    return torch_common.status(
+        "torch CPU (C++ custom op)", "torch CUDA (Triton)", "torch_ops"
+    )

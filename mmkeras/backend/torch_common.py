@@ -2,12 +2,39 @@
 
 import importlib
 
+import torch
+
 from mmkeras import _import_guard
+from mmkeras.backend import cpu_module
 
 
 def as_numpy(t):
     """A zero-copy numpy view of a CPU tensor (contiguous, detached)."""
     return t.detach().contiguous().numpy()
+
+
+def as_numpy_or_none(t):
+    """`as_numpy` of an optional tensor (a mask, a bias): None stays None."""
+    return None if t is None else as_numpy(t)
+
+
+def cpu_kernels():
+    """The pybind11 module of the C++ kernels, or a RuntimeError saying why
+    it cannot be loaded."""
+    kernels, reason = cpu_module.load()
+    if kernels is None:
+        raise RuntimeError(reason)
+    return kernels
+
+
+def save_with_lse(ctx, tensors, lse, **attrs):
+    """For a `setup_context`: saves `tensors` (None allowed) and then `lse`,
+    the statistics an op returns for its backward (not differentiable), and
+    keeps the op's non-tensor arguments `attrs` on `ctx`."""
+    ctx.mark_non_differentiable(lse)
+    ctx.save_for_backward(*tensors, lse)
+    for name, value in attrs.items():
+        setattr(ctx, name, value)
 
 
 def triton_reason(module):
@@ -20,3 +47,31 @@ def triton_reason(module):
     except ImportError as e:
         return f"Triton is not usable: {e}"
     return None
+
+
+def unavailable_reason(x, triton_module, other_device):
+    """Why the native kernels of a glue module cannot take a call on tensor
+    `x`, or None: CUDA tensors run the Triton ops of
+    `mmkeras.triton_kernels.<triton_module>`, CPU tensors the C++ kernels;
+    `other_device`, formatted with the device type, says why no other device
+    has them."""
+    if x.device.type == "cuda":
+        return triton_reason(triton_module)
+    # "meta": Keras infers shapes on meta tensors; the custom ops' fake
+    # kernels answer that, so the symbolic pass takes the native path too.
+    if x.device.type not in ("cpu", "meta"):
+        return other_device.format(x.device.type)
+    return cpu_module.load()[1]
+
+
+def status(cpu_name, cuda_name, triton_module):
+    """`status()` rows of a glue module: its C++ CPU ops and its Triton CUDA
+    ops (`mmkeras.triton_kernels.<triton_module>`)."""
+    reason = cpu_module.load()[1]
+    rows = [(cpu_name, reason is None, reason)]
+    if not torch.cuda.is_available():
+        rows.append((cuda_name, False, "no CUDA device"))
+    else:
+        reason = triton_reason(triton_module)
+        rows.append((cuda_name, reason is None, reason))
+    return rows

@@ -9,31 +9,28 @@ run the Triton kernels (mmkeras.triton_kernels.torch_fusion_ops).
 from typing import Optional
 
 import torch
+from torch import Tensor
 
-from mmkeras.backend import cpu_module
+from mmkeras.backend import torch_common
 from mmkeras.backend.torch_common import as_numpy
-from mmkeras.backend.torch_common import triton_reason
+from mmkeras.backend.torch_common import as_numpy_or_none
+from mmkeras.backend.torch_common import cpu_kernels
+from mmkeras.backend.torch_common import save_with_lse
 
 
-def _kernels():
-    kernels, reason = cpu_module.load()
-    if kernels is None:
-        raise RuntimeError(reason)
-    return kernels
-
-
-def _optional(t):
-    return None if t is None else as_numpy(t)
+def _save_inputs(ctx, inputs, output):
+    # setup_context of the fusion ops: their backward takes their inputs.
+    ctx.save_for_backward(*inputs)
 
 
 # ---------------------------------------------------------------- gated fusion
 
 
 @torch.library.custom_op("mmkeras::gated_fusion_fwd", mutates_args=())
-def gated_fusion_fwd(
-    h: torch.Tensor, g: torch.Tensor, mask: Optional[torch.Tensor]
-) -> torch.Tensor:
-    out = _kernels().gated_fusion_forward(as_numpy(h), as_numpy(g), _optional(mask))
+def gated_fusion_fwd(h: Tensor, g: Tensor, mask: Optional[Tensor]) -> Tensor:
+    out = cpu_kernels().gated_fusion_forward(
+        as_numpy(h), as_numpy(g), as_numpy_or_none(mask)
+    )
     return torch.from_numpy(out)
 
 
@@ -44,13 +41,10 @@ def _(h, g, mask):
 
 @torch.library.custom_op("mmkeras::gated_fusion_bwd", mutates_args=())
 def gated_fusion_bwd(
-    h: torch.Tensor,
-    g: torch.Tensor,
-    mask: Optional[torch.Tensor],
-    dout: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    dh, dg = _kernels().gated_fusion_backward(
-        as_numpy(h), as_numpy(g), _optional(mask), as_numpy(dout)
+    h: Tensor, g: Tensor, mask: Optional[Tensor], dout: Tensor
+) -> tuple[Tensor, Tensor]:
+    dh, dg = cpu_kernels().gated_fusion_backward(
+        as_numpy(h), as_numpy(g), as_numpy_or_none(mask), as_numpy(dout)
     )
     return torch.from_numpy(dh), torch.from_numpy(dg)
 
@@ -60,27 +54,23 @@ def _(h, g, mask, dout):
     return torch.empty_like(h), torch.empty_like(g)
 
 
-def _gated_setup(ctx, inputs, output):
-    ctx.save_for_backward(*inputs)
-
-
 def _gated_backward(ctx, dout):
     h, g, mask = ctx.saved_tensors
     dh, dg = gated_fusion_bwd(h, g, mask, dout)
     return dh, dg, None
 
 
-gated_fusion_fwd.register_autograd(_gated_backward, setup_context=_gated_setup)
+gated_fusion_fwd.register_autograd(_gated_backward, setup_context=_save_inputs)
 
 
 # ------------------------------------------------------------- low-rank fusion
 
 
 @torch.library.custom_op("mmkeras::low_rank_fusion_fwd", mutates_args=())
-def low_rank_fusion_fwd(
-    f: torch.Tensor, mask: Optional[torch.Tensor]
-) -> torch.Tensor:
-    out = _kernels().low_rank_fusion_forward(as_numpy(f), _optional(mask))
+def low_rank_fusion_fwd(f: Tensor, mask: Optional[Tensor]) -> Tensor:
+    out = cpu_kernels().low_rank_fusion_forward(
+        as_numpy(f), as_numpy_or_none(mask)
+    )
     return torch.from_numpy(out)
 
 
@@ -91,10 +81,10 @@ def _(f, mask):
 
 @torch.library.custom_op("mmkeras::low_rank_fusion_bwd", mutates_args=())
 def low_rank_fusion_bwd(
-    f: torch.Tensor, mask: Optional[torch.Tensor], dout: torch.Tensor
-) -> torch.Tensor:
-    df = _kernels().low_rank_fusion_backward(
-        as_numpy(f), _optional(mask), as_numpy(dout)
+    f: Tensor, mask: Optional[Tensor], dout: Tensor
+) -> Tensor:
+    df = cpu_kernels().low_rank_fusion_backward(
+        as_numpy(f), as_numpy_or_none(mask), as_numpy(dout)
     )
     return torch.from_numpy(df)
 
@@ -104,17 +94,13 @@ def _(f, mask, dout):
     return torch.empty_like(f)
 
 
-def _low_rank_setup(ctx, inputs, output):
-    ctx.save_for_backward(*inputs)
-
-
 def _low_rank_backward(ctx, dout):
     f, mask = ctx.saved_tensors
     return low_rank_fusion_bwd(f, mask, dout), None
 
 
 low_rank_fusion_fwd.register_autograd(
-    _low_rank_backward, setup_context=_low_rank_setup
+    _low_rank_backward, setup_context=_save_inputs
 )
 
 
@@ -123,14 +109,11 @@ low_rank_fusion_fwd.register_autograd(
 
 @torch.library.custom_op("mmkeras::contrastive_fwd", mutates_args=())
 def contrastive_fwd(
-    a: torch.Tensor,
-    b: torch.Tensor,
-    scale: torch.Tensor,
-    bias: Optional[torch.Tensor],
-    sigmoid: bool,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    loss, lse = _kernels().contrastive_forward(
-        as_numpy(a), as_numpy(b), as_numpy(scale), _optional(bias), sigmoid
+    a: Tensor, b: Tensor, scale: Tensor, bias: Optional[Tensor], sigmoid: bool
+) -> tuple[Tensor, Tensor]:
+    loss, lse = cpu_kernels().contrastive_forward(
+        as_numpy(a), as_numpy(b), as_numpy(scale), as_numpy_or_none(bias),
+        sigmoid,
     )
     return torch.from_numpy(loss), torch.from_numpy(lse)
 
@@ -142,22 +125,12 @@ def _(a, b, scale, bias, sigmoid):
 
 @torch.library.custom_op("mmkeras::contrastive_bwd", mutates_args=())
 def contrastive_bwd(
-    a: torch.Tensor,
-    b: torch.Tensor,
-    scale: torch.Tensor,
-    bias: Optional[torch.Tensor],
-    lse: torch.Tensor,
-    dloss: torch.Tensor,
-    sigmoid: bool,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    grads = _kernels().contrastive_backward(
-        as_numpy(a),
-        as_numpy(b),
-        as_numpy(scale),
-        _optional(bias),
-        as_numpy(lse),
-        as_numpy(dloss),
-        sigmoid,
+    a: Tensor, b: Tensor, scale: Tensor, bias: Optional[Tensor], lse: Tensor,
+    dloss: Tensor, sigmoid: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    grads = cpu_kernels().contrastive_backward(
+        as_numpy(a), as_numpy(b), as_numpy(scale), as_numpy_or_none(bias),
+        as_numpy(lse), as_numpy(dloss), sigmoid,
     )
     return tuple(torch.from_numpy(g) for g in grads)
 
@@ -174,10 +147,7 @@ def _(a, b, scale, bias, lse, dloss, sigmoid):
 
 def _contrastive_setup(ctx, inputs, output):
     a, b, scale, bias, sigmoid = inputs
-    _, lse = output
-    ctx.mark_non_differentiable(lse)
-    ctx.save_for_backward(a, b, scale, bias, lse)
-    ctx.sigmoid = sigmoid
+    save_with_lse(ctx, (a, b, scale, bias), output[1], sigmoid=sigmoid)
 
 
 def _contrastive_backward(ctx, dloss, _dlse):
@@ -202,20 +172,13 @@ def _triton():
     return torch_fusion_ops
 
 
-def _triton_reason():
-    return triton_reason("torch_fusion_ops")
-
-
 def unavailable_reason(x):
-    if x.device.type == "cuda":
-        return _triton_reason()
-    # "meta": Keras infers shapes on meta tensors (the ops' fake kernels).
-    if x.device.type not in ("cpu", "meta"):
-        return (
-            "the fusion and contrastive kernels have no implementation for "
-            f"device type {x.device.type!r} (CPU and CUDA only)"
-        )
-    return cpu_module.load()[1]
+    return torch_common.unavailable_reason(
+        x,
+        "torch_fusion_ops",
+        "the fusion and contrastive kernels have no implementation for "
+        "device type {!r} (CPU and CUDA only)",
+    )
 
 
 def gated_fusion(projections, gate_logits, modality_mask):
@@ -239,14 +202,8 @@ def contrastive_loss(a, b, logit_scale, logit_bias, sigmoid):
 
 
 def status():
-    reason = cpu_module.load()[1]
-    rows = [("torch CPU fusion + contrastive (C++ custom ops)", reason is None,
-             reason)]
-    if not torch.cuda.is_available():
-        rows.append(("torch CUDA fusion + contrastive (Triton)", False,
-                     "no CUDA device"))
-    else:
-        reason = _triton_reason()
-        rows.append(("torch CUDA fusion + contrastive (Triton)",
-                     reason is None, reason))
-    return rows
+    return torch_common.status(
+        "torch CPU fusion + contrastive (C++ custom ops)",
+        "torch CUDA fusion + contrastive (Triton)",
+        "torch_fusion_ops",
+    )

@@ -8,6 +8,7 @@ from keras import ops
 from mmkeras import kernels
 from mmkeras.ops.attention_reference import attention_reference
 
+
 def _shape_str(x):
     return tuple(x.shape)
 

@@ -27,6 +27,48 @@ def _present(modality_mask, axes):
     return present
 
 
+class _FusionOp(keras.Operation):
+    """The Keras operation behind a fusion op (symbolic and eager). It takes
+    float tensors, then an optional (B, M) modality mask. Subclasses set
+    `check` and `reference` (functions of those arguments), `kernel_name`
+    (the op's function in the native glue) and `batch_axis` (the output has
+    the first tensor's shape from that axis on)."""
+
+    def __init__(self, implementation=None, name=None):
+        super().__init__(name=name)
+        self.implementation = kernels.resolve_implementation(implementation)
+
+    def compute_output_spec(self, *args):
+        self.check(*args)
+        x = args[0]
+        return keras.KerasTensor(x.shape[self.batch_axis:], dtype=x.dtype)
+
+    def call(self, *args):
+        *tensors, modality_mask = args
+        tensors = [ops.convert_to_tensor(x) for x in tensors]
+        if modality_mask is not None:
+            modality_mask = ops.convert_to_tensor(modality_mask)
+        self.check(*tensors, modality_mask)
+        module = kernels.select_native(
+            self.implementation, tensors[0], self.kernel_name, family="fusion"
+        )
+        if module is None:
+            return self.reference(*tensors, modality_mask)
+        dtype = dtype_of(tensors[0])
+        # The kernels compute in float32; low-precision inputs are cast here
+        # so that gradients flow back through the casts in their dtype.
+        tensors = [ops.cast(x, "float32") for x in tensors]
+        out = getattr(module, self.kernel_name)(*tensors, modality_mask)
+        return ops.cast(out, dtype)
+
+
+def _run(op, *args):
+    """`op` on `args`: a symbolic call when any of them is a KerasTensor."""
+    if any(isinstance(x, keras.KerasTensor) for x in args):
+        return op.symbolic_call(*args)
+    return op.call(*args)
+
+
 # ---------------------------------------------------------------- gated fusion
 
 
@@ -62,36 +104,13 @@ def gated_fusion_reference(projections, gate_logits, modality_mask=None):
     return ops.cast(ops.sum(weighted, axis=0), dtype)
 
 
-class GatedFusionOp(keras.Operation):
+class GatedFusionOp(_FusionOp):
     """The Keras operation behind `gated_fusion` (symbolic and eager)."""
 
-    def __init__(self, implementation=None, name=None):
-        super().__init__(name=name)
-        self.implementation = kernels.resolve_implementation(implementation)
-
-    def compute_output_spec(self, projections, gate_logits, modality_mask=None):
-        _check_gated(projections, gate_logits, modality_mask)
-        return keras.KerasTensor(projections.shape[1:], dtype=projections.dtype)
-
-    def call(self, projections, gate_logits, modality_mask=None):
-        projections, gate_logits = (
-            ops.convert_to_tensor(x) for x in (projections, gate_logits)
-        )
-        if modality_mask is not None:
-            modality_mask = ops.convert_to_tensor(modality_mask)
-        _check_gated(projections, gate_logits, modality_mask)
-        module = kernels.select_native(
-            self.implementation, projections, "gated_fusion", family="fusion"
-        )
-        if module is None:
-            return gated_fusion_reference(projections, gate_logits,
-                                          modality_mask)
-        dtype = dtype_of(projections)
-        # The kernels compute in float32; low-precision inputs are cast here
-        # so that gradients flow back through the casts in their dtype.
-        h, g = (ops.cast(x, "float32") for x in (projections, gate_logits))
-        out = module.gated_fusion(h, g, modality_mask)
-        return ops.cast(out, dtype)
+    check = staticmethod(_check_gated)
+    reference = staticmethod(gated_fusion_reference)
+    kernel_name = "gated_fusion"
+    batch_axis = 1  # (M, B, D) -> (B, D)
 
 
 def gated_fusion(projections, gate_logits, modality_mask=None,
@@ -136,11 +155,8 @@ def gated_fusion(projections, gate_logits, modality_mask=None,
     >>> tuple(out.shape)
     (4, 8)
     """
-    op = GatedFusionOp(implementation=implementation)
-    args = (projections, gate_logits, modality_mask)
-    if any(isinstance(x, keras.KerasTensor) for x in args):
-        return op.symbolic_call(*args)
-    return op.call(*args)
+    return _run(GatedFusionOp(implementation=implementation), projections,
+                gate_logits, modality_mask)
 
 
 # ------------------------------------------------------------- low-rank fusion
@@ -172,31 +188,13 @@ def low_rank_fusion_reference(factors, modality_mask=None):
     return ops.cast(ops.sum(product, axis=0), dtype)
 
 
-class LowRankFusionOp(keras.Operation):
+class LowRankFusionOp(_FusionOp):
     """The Keras operation behind `low_rank_fusion` (symbolic and eager)."""
 
-    def __init__(self, implementation=None, name=None):
-        super().__init__(name=name)
-        self.implementation = kernels.resolve_implementation(implementation)
-
-    def compute_output_spec(self, factors, modality_mask=None):
-        _check_low_rank(factors, modality_mask)
-        return keras.KerasTensor(factors.shape[2:], dtype=factors.dtype)
-
-    def call(self, factors, modality_mask=None):
-        factors = ops.convert_to_tensor(factors)
-        if modality_mask is not None:
-            modality_mask = ops.convert_to_tensor(modality_mask)
-        _check_low_rank(factors, modality_mask)
-        module = kernels.select_native(
-            self.implementation, factors, "low_rank_fusion", family="fusion"
-        )
-        if module is None:
-            return low_rank_fusion_reference(factors, modality_mask)
-        dtype = dtype_of(factors)
-        out = module.low_rank_fusion(ops.cast(factors, "float32"),
-                                     modality_mask)
-        return ops.cast(out, dtype)
+    check = staticmethod(_check_low_rank)
+    reference = staticmethod(low_rank_fusion_reference)
+    kernel_name = "low_rank_fusion"
+    batch_axis = 2  # (M, R, B, O) -> (B, O)
 
 
 def low_rank_fusion(factors, modality_mask=None, implementation=None):
@@ -236,7 +234,5 @@ def low_rank_fusion(factors, modality_mask=None, implementation=None):
     >>> tuple(out.shape)
     (5, 16)
     """
-    op = LowRankFusionOp(implementation=implementation)
-    if any(isinstance(x, keras.KerasTensor) for x in (factors, modality_mask)):
-        return op.symbolic_call(factors, modality_mask)
-    return op.call(factors, modality_mask)
+    return _run(LowRankFusionOp(implementation=implementation), factors,
+                modality_mask)

@@ -3,11 +3,14 @@
 import keras
 import numpy as np
 import pytest
+from backend_grads import vjp
 from keras import ops
+from numpy_attention import attention_np
+from numpy_attention import rel_error
+from op_helpers import attention_inputs
+from op_helpers import compile_fn
 
 import mmkeras
-from backend_grads import vjp
-from numpy_attention import attention_np, rel_error
 
 # (B, T, S, N, K, H, is_causal, mask kind): covers T, S in {1, 17, 128, 129,
 # 300} with T != S, head dims {8, 40, 64, 80, 128}, heads 4/4, 8/2, 8/1.
@@ -27,21 +30,11 @@ CASES = [
 
 
 def make_inputs(B, T, S, N, K, H, mask_kind, seed=0):
-    rng = np.random.default_rng(seed)
-    q = rng.standard_normal((B, T, N, H), dtype=np.float32)
-    k = rng.standard_normal((B, S, K, H), dtype=np.float32)
-    v = rng.standard_normal((B, S, K, H), dtype=np.float32)
-    dout = rng.standard_normal((B, T, N, H), dtype=np.float32)
-    mask = None
-    if mask_kind == "padding":  # (B, 1, 1, S); last batch attends nothing
-        lengths = rng.integers(1, S + 1, B)
-        lengths[-1] = 0 if B > 1 else lengths[-1]
-        mask = (np.arange(S)[None, :] < lengths[:, None])[:, None, None, :]
-    elif mask_kind == "full":  # (B, N, T, S) with fully masked rows
-        mask = rng.random((B, N, T, S)) > 0.3
-        mask[:, :, :: max(T // 3, 1), :] = False
-    elif mask_kind == "heads":  # (N, T, S): broadcast over the batch
-        mask = rng.random((N, T, S)) > 0.5
+    """`attention_inputs`, except that the "heads" mask is (N, T, S): the op
+    broadcasts a mask of lower rank over the batch."""
+    q, k, v, mask, dout = attention_inputs(B, T, S, N, K, H, mask_kind, seed)
+    if mask_kind == "heads":
+        mask = mask[0]
     return q, k, v, mask, dout
 
 
@@ -125,25 +118,12 @@ def test_low_precision_within_twice_the_reference_error(dtype):
 def test_jit_compiled_function():
     q, k, v, mask_np, dout = make_inputs(2, 17, 129, 8, 2, 40, "padding")
     mask = ops.convert_to_tensor(mask_np)
-    backend = keras.backend.backend()
 
     def fn(q, k, v):
         return mmkeras.ops.fused_attention(q, k, v, mask=mask, is_causal=True,
                                            implementation="native")
 
-    if backend == "jax":
-        import jax
-
-        compiled = jax.jit(fn)
-    elif backend == "tensorflow":
-        import tensorflow as tf
-
-        compiled = tf.function(fn)
-    else:
-        import torch
-
-        compiled = torch.compile(fn, backend="eager", fullgraph=True)
-    out, grads = vjp(compiled, [q, k, v], dout)
+    out, grads = vjp(compile_fn(fn), [q, k, v], dout)
     ref_out, ref_grads = attention_np(q, k, v, mask_np, True, dout=dout)
     assert rel_error(out, ref_out) <= 1e-5
     assert all(rel_error(g, r) <= 1e-5 for g, r in zip(grads, ref_grads))

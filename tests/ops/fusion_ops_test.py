@@ -6,11 +6,12 @@ import os
 import keras
 import numpy as np
 import pytest
+from backend_grads import vjp
 from keras import ops
+from numpy_attention import rel_error
+from op_helpers import compile_fn
 
 import mmkeras
-from backend_grads import vjp
-from numpy_attention import rel_error
 
 # ------------------------------------------------------------ float64 oracles
 
@@ -185,21 +186,6 @@ def test_outputs_are_poisoned_in_tests():
     # conftest sets this before the kernels load: every native output starts
     # as NaN, so the finiteness checks above catch unwritten elements.
     assert os.environ.get("MMKERAS_POISON_OUTPUTS") == "1"
-
-
-def compile_fn(fn):
-    backend = keras.backend.backend()
-    if backend == "jax":
-        import jax
-
-        return jax.jit(fn)
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        return tf.function(fn)
-    import torch
-
-    return torch.compile(fn, backend="eager", fullgraph=True)
 
 
 def test_jit_compiled_functions():

@@ -21,11 +21,13 @@ if keras.backend.backend() != "jax":
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
+from numpy_attention import attention_np  # noqa: E402
+from numpy_attention import rel_error  # noqa: E402
+from op_helpers import attention_inputs  # noqa: E402
 
 import mmkeras  # noqa: E402
 from mmkeras.backend import jax_attention  # noqa: E402
 from mmkeras.triton_kernels import pallas_attention as pa  # noqa: E402
-from numpy_attention import attention_np, rel_error  # noqa: E402
 
 if pa.unavailable_reason() is not None:
     pytest.skip(pa.unavailable_reason(), allow_module_level=True)
@@ -41,30 +43,6 @@ def _compiled(fn, *args):
         return lowered.compile(compiler_options=_FAST_COMPILE)
     except Exception:  # noqa: BLE001  an XLA without the option
         return lowered.compile()
-
-
-def make_inputs(B, T, S, N, K, H, mask_kind, seed=0):
-    rng = np.random.default_rng(seed)
-    q = rng.standard_normal((B, T, N, H), dtype=np.float32)
-    k = rng.standard_normal((B, S, K, H), dtype=np.float32)
-    v = rng.standard_normal((B, S, K, H), dtype=np.float32)
-    dout = rng.standard_normal((B, T, N, H), dtype=np.float32)
-    mask = None
-    if mask_kind == "padding":  # (B, 1, 1, S); the last batch sees nothing
-        lengths = rng.integers(1, S + 1, B)
-        lengths[-1] = 0 if B > 1 else lengths[-1]
-        mask = (np.arange(S)[None, :] < lengths[:, None])[:, None, None, :]
-    elif mask_kind == "full":  # (B, N, T, S) with fully masked rows
-        mask = rng.random((B, N, T, S)) > 0.3
-        mask[:, :, :: max(T // 3, 1), :] = False
-    elif mask_kind == "heads":  # (1, N, T, S): shared by the batch
-        mask = rng.random((1, N, T, S)) > 0.5
-    elif mask_kind == "rows":  # (B, 1, T, 1): whole query rows on or off
-        mask = rng.random((B, 1, T, 1)) > 0.3
-    elif mask_kind == "flags":  # (B, N, 1, 1): whole heads on or off
-        mask = rng.random((B, N, 1, 1)) > 0.3
-        mask[0, 0] = False
-    return q, k, v, mask, dout
 
 
 def empty_rows(B, T, S, N, mask, is_causal):
@@ -114,7 +92,7 @@ CASES = [
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_matches_float64(case):
     B, T, S, N, K, H, is_causal, mask_kind = case
-    q, k, v, mask, dout = make_inputs(B, T, S, N, K, H, mask_kind)
+    q, k, v, mask, dout = attention_inputs(B, T, S, N, K, H, mask_kind)
     out, lse, grads = run_kernels(q, k, v, mask, dout, is_causal)
     ref_out, ref_grads = attention_np(q, k, v, mask, is_causal, dout=dout)
 
@@ -133,7 +111,7 @@ def test_matches_float64(case):
 
 
 def test_custom_scale_and_empty_rows():
-    q, k, v, _, dout = make_inputs(2, 17, 33, 4, 2, 40, None)
+    q, k, v, _, dout = attention_inputs(2, 17, 33, 4, 2, 40, None)
     mask = np.ones((2, 1, 17, 33), bool)
     mask[0, :, 5] = False  # row 5 of batch 0 sees nothing
     out, lse, grads = run_kernels(q, k, v, mask, dout, False, scale=0.37)
@@ -147,7 +125,7 @@ def test_custom_scale_and_empty_rows():
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 def test_low_precision_within_twice_the_reference_error(dtype):
     """16-bit inputs straight into the kernels (f32 accumulation)."""
-    q, k, v, mask, dout = make_inputs(2, 33, 40, 4, 2, 64, "padding")
+    q, k, v, mask, dout = attention_inputs(2, 33, 40, 4, 2, 64, "padding")
     low = [jnp.asarray(x, dtype) for x in (q, k, v, dout)]
     # The oracle sees the rounded inputs, so only the computation differs.
     q, k, v, dout = (np.asarray(x, np.float32) for x in low)
@@ -173,7 +151,7 @@ def test_custom_vjp_through_the_op(monkeypatch):
     """`fused_attention` on the Pallas path of the glue's custom_vjp (forced
     to the interpreter), differentiated inside `jax.jit`."""
     monkeypatch.setattr(jax_attention, "_FORCE_PATH", jax_attention._INTERPRET)
-    q, k, v, mask, dout = make_inputs(2, 17, 40, 4, 2, 40, "padding")
+    q, k, v, mask, dout = attention_inputs(2, 17, 40, 4, 2, 40, "padding")
     assert mmkeras.kernels.native_unavailable_reason(jnp.asarray(q)) is None
 
     def loss(q, k, v):
@@ -192,7 +170,7 @@ def test_custom_vjp_through_the_op(monkeypatch):
 
 
 def test_vmap_of_the_custom_vjp():
-    q, k, v, mask, _ = make_inputs(2, 17, 20, 4, 2, 16, "padding")
+    q, k, v, mask, _ = attention_inputs(2, 17, 20, 4, 2, 16, "padding")
     stack = lambda x: np.stack([x, x[::-1] * 0.5])  # noqa: E731
 
     def fn(q, k, v):

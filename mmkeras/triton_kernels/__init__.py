@@ -11,6 +11,8 @@ Modules:
     torch_fusion_ops: those kernels as torch custom ops with autograd.
     pallas_attention: the JAX GPU path of fused attention, in Pallas (lowers
         to Triton through XLA; `interpret=True` runs it on the CPU).
+    attention_checks: the input checks both attention paths share
+        (framework-free).
 
 Nothing is imported here eagerly: importing triton must stay an explicit choice
 of the caller (see the TensorFlow/Triton import-order hazard in DESIGN.md).

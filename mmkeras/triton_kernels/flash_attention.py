@@ -26,12 +26,13 @@ it is launched; `torch_ops` passes `torch.library.wrap_triton` so that
 """
 
 import functools
-import math
 import os
 
 import torch
 import triton
 import triton.language as tl
+
+from mmkeras.triton_kernels.attention_checks import check_attention_inputs
 
 __all__ = ["forward", "backward", "set_autotune", "MAX_HEAD_DIM"]
 
@@ -875,66 +876,23 @@ def _check_inputs(q, k, v, mask, scale):
             raise TypeError(
                 f"`{name}` must be a torch.Tensor. Received: {type(x)}"
             )
-        if x.ndim != 4:
-            layout = "(B, T, N, H)" if name == "q" else "(B, S, K, H)"
-            raise ValueError(
-                f"`{name}` must have rank 4 {layout}. "
-                f"Received: shape={tuple(x.shape)}"
-            )
-        if x.dtype not in _SUPPORTED_DTYPES:
-            raise TypeError(
-                f"`{name}` must be float16, bfloat16 or float32. "
-                f"Received: dtype={x.dtype}"
-            )
-    if k.dtype != q.dtype or v.dtype != q.dtype:
-        raise TypeError(
-            "`q`, `k` and `v` must share one dtype. "
-            f"Received: q={q.dtype}, k={k.dtype}, v={v.dtype}"
-        )
-    B, T, N, H = q.shape
-    if k.shape != v.shape or k.shape[0] != B or k.shape[3] != H:
-        raise ValueError(
-            "`k` and `v` must have shape (B, S, K, H) matching `q` "
-            f"(B, T, N, H). Received: q={tuple(q.shape)}, "
-            f"k={tuple(k.shape)}, v={tuple(v.shape)}"
-        )
-    KH = k.shape[2]
-    if KH == 0 or N % KH != 0:
-        raise ValueError(
-            "The number of query heads N must be a multiple of the number "
-            f"of key/value heads K. Received: N={N}, K={KH}"
-        )
-    if not 1 <= H <= MAX_HEAD_DIM:
-        raise ValueError(
-            f"Head dim H must be in [1, {MAX_HEAD_DIM}]. Received: H={H}"
-        )
+    checked = check_attention_inputs(
+        q, k, v, mask, scale, max_head_dim=MAX_HEAD_DIM,
+        dtypes=_SUPPORTED_DTYPES,
+        is_bool_mask=lambda m: (isinstance(m, torch.Tensor)
+                                and m.dtype == torch.bool),
+        mask_kind="a bool torch.Tensor")
     if q.device != k.device or q.device != v.device:
         raise ValueError(
             "`q`, `k` and `v` must be on one device. "
             f"Received: {q.device}, {k.device}, {v.device}"
         )
-    S = k.shape[1]
-    if mask is not None:
-        if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
-            raise TypeError(
-                "`mask` must be a bool torch.Tensor. "
-                f"Received: {getattr(mask, 'dtype', type(mask))}"
-            )
-        full = (B, N, T, S)
-        dims_ok = all(d in (1, f) for d, f in zip(mask.shape, full))
-        if mask.ndim != 4 or not dims_ok:
-            raise ValueError(
-                "`mask` must have rank 4 with every dim 1 or the full size of "
-                f"(B, N, T, S)={full}. Received: shape={tuple(mask.shape)}"
-            )
-        if mask.device != q.device:
-            raise ValueError(
-                f"`mask` must be on the device of `q` ({q.device}). "
-                f"Received: {mask.device}"
-            )
-    if scale is None:
-        scale = 1.0 / math.sqrt(H)
-    return B, T, N, H, S, KH, float(scale)
+    if mask is not None and mask.device != q.device:
+        raise ValueError(
+            f"`mask` must be on the device of `q` ({q.device}). "
+            f"Received: {mask.device}"
+        )
+    return checked
 
 
 def _specialization(is_causal, mask, BLOCK_H, H, precision):

@@ -36,11 +36,12 @@ lowering) only disables this path, and `unavailable_reason()` says why.
 
 import dataclasses
 import functools
-import math
 
 import jax
 import jax.numpy as jnp
 from jax import lax
+
+from mmkeras.triton_kernels.attention_checks import check_attention_inputs
 
 try:
     from jax.experimental import pallas as pl
@@ -498,59 +499,13 @@ def _require():
 
 
 def _check_inputs(q, k, v, mask, scale):
-    for name, x in (("q", q), ("k", k), ("v", v)):
-        if getattr(x, "ndim", None) != 4:
-            layout = "(B, T, N, H)" if name == "q" else "(B, S, K, H)"
-            raise ValueError(
-                f"`{name}` must have rank 4 {layout}. "
-                f"Received: shape={getattr(x, 'shape', None)}"
-            )
-        if jnp.dtype(x.dtype) not in _DTYPES:
-            raise TypeError(
-                f"`{name}` must be float16, bfloat16 or float32. "
-                f"Received: dtype={x.dtype}"
-            )
-    if k.dtype != q.dtype or v.dtype != q.dtype:
-        raise TypeError(
-            "`q`, `k` and `v` must share one dtype. "
-            f"Received: q={q.dtype}, k={k.dtype}, v={v.dtype}"
-        )
-    B, T, N, H = q.shape
-    if k.shape != v.shape or k.shape[0] != B or k.shape[3] != H:
-        raise ValueError(
-            "`k` and `v` must have shape (B, S, K, H) matching `q` "
-            f"(B, T, N, H). Received: q={tuple(q.shape)}, "
-            f"k={tuple(k.shape)}, v={tuple(v.shape)}"
-        )
-    S, K = k.shape[1], k.shape[2]
-    if K == 0 or N % K != 0:
-        raise ValueError(
-            "The number of query heads N must be a multiple of the number "
-            f"of key/value heads K. Received: N={N}, K={K}"
-        )
-    if not 1 <= H <= MAX_HEAD_DIM:
-        raise ValueError(
-            f"Head dim H must be in [1, {MAX_HEAD_DIM}]. Received: H={H}"
-        )
-    dims = None
-    if mask is not None:
-        full = (B, N, T, S)
-        if getattr(mask, "dtype", None) != jnp.bool_:
-            raise TypeError(
-                "`mask` must be a bool array. "
-                f"Received: dtype={getattr(mask, 'dtype', type(mask))}"
-            )
-        if mask.ndim != 4 or not all(
-            d in (1, f) for d, f in zip(mask.shape, full)
-        ):
-            raise ValueError(
-                "`mask` must have rank 4 with every dim 1 or the full size of "
-                f"(B, N, T, S)={full}. Received: shape={tuple(mask.shape)}"
-            )
-        dims = _MaskDims(*(d != 1 for d in mask.shape))
-    if scale is None:
-        scale = 1.0 / math.sqrt(H)
-    return B, T, N, H, S, K, dims, float(scale)
+    B, T, N, H, S, K, scale = check_attention_inputs(
+        q, k, v, mask, scale, max_head_dim=MAX_HEAD_DIM,
+        dtypes=tuple(jnp.dtype(d) for d in _DTYPES),
+        is_bool_mask=lambda m: getattr(m, "dtype", None) == jnp.bool_,
+        mask_kind="a bool array")
+    dims = None if mask is None else _MaskDims(*(d != 1 for d in mask.shape))
+    return B, T, N, H, S, K, dims, scale
 
 
 def _params(warps, stages, interpret):

@@ -6,11 +6,9 @@ import keras
 from keras import ops
 
 from mmkeras import kernels
+from mmkeras.ops._checks import shape_str
+from mmkeras.ops._dispatch import call_op
 from mmkeras.ops.attention_reference import attention_reference
-
-
-def _shape_str(x):
-    return tuple(x.shape)
 
 
 def _check_inputs(query, key, value, mask):
@@ -20,7 +18,7 @@ def _check_inputs(query, key, value, mask):
         if len(x.shape) != 4:
             raise ValueError(
                 f"Argument `{name}` must have rank 4 (batch, length, heads, "
-                f"head_dim). Received: {name}.shape={_shape_str(x)}"
+                f"head_dim). Received: {name}.shape={shape_str(x)}"
             )
         dtype = keras.backend.standardize_dtype(x.dtype)
         if not dtype.startswith(("float", "bfloat")):
@@ -45,26 +43,26 @@ def _check_inputs(query, key, value, mask):
     if not (same(B, Bk) and same(B, Bv)):
         raise ValueError(
             "Arguments `query`, `key` and `value` must have the same batch "
-            f"size. Received: query.shape={_shape_str(query)}, "
-            f"key.shape={_shape_str(key)}, value.shape={_shape_str(value)}"
+            f"size. Received: query.shape={shape_str(query)}, "
+            f"key.shape={shape_str(key)}, value.shape={shape_str(value)}"
         )
     if not (same(S, Sv) and same(K, Kv)):
         raise ValueError(
             "Arguments `key` and `value` must have the same length and number "
-            f"of heads. Received: key.shape={_shape_str(key)}, "
-            f"value.shape={_shape_str(value)}"
+            f"of heads. Received: key.shape={shape_str(key)}, "
+            f"value.shape={shape_str(value)}"
         )
     if not same(H, Hk):
         raise ValueError(
             "Arguments `query` and `key` must have the same head dim. "
-            f"Received: query.shape={_shape_str(query)}, "
-            f"key.shape={_shape_str(key)}"
+            f"Received: query.shape={shape_str(query)}, "
+            f"key.shape={shape_str(key)}"
         )
     if value.shape[3] is not None and H is not None and value.shape[3] != H:
         raise ValueError(
             "Argument `value` must have the same head dim as `query` (the "
             f"native kernels share one head dim). Received: "
-            f"query.shape={_shape_str(query)}, value.shape={_shape_str(value)}"
+            f"query.shape={shape_str(query)}, value.shape={shape_str(value)}"
         )
     if N is not None and K is not None and N % K != 0:
         raise ValueError(
@@ -180,6 +178,4 @@ def fused_attention(query, key, value, mask=None, is_causal=False, scale=None,
     """
     op = FusedAttention(is_causal=is_causal, scale=scale,
                         implementation=implementation)
-    if any(isinstance(x, keras.KerasTensor) for x in (query, key, value, mask)):
-        return op.symbolic_call(query, key, value, mask)
-    return op.call(query, key, value, mask)
+    return call_op(op, query, key, value, mask)

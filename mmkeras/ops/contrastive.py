@@ -17,6 +17,7 @@ from mmkeras.ops._checks import compute_dtype
 from mmkeras.ops._checks import dtype_of
 from mmkeras.ops._checks import same
 from mmkeras.ops._checks import shape_str
+from mmkeras.ops._dispatch import call_op
 
 KINDS = ("softmax", "sigmoid")
 
@@ -180,7 +181,4 @@ def contrastive_loss(a, b, logit_scale, logit_bias=None, kind="softmax",
     ()
     """
     op = ContrastiveLossOp(kind=kind, implementation=implementation)
-    args = (a, b, logit_scale, logit_bias)
-    if any(isinstance(x, keras.KerasTensor) for x in args):
-        return op.symbolic_call(*args)
-    return op.call(*args)
+    return call_op(op, a, b, logit_scale, logit_bias)

@@ -17,6 +17,7 @@ from mmkeras.ops._checks import check_rank
 from mmkeras.ops._checks import compute_dtype
 from mmkeras.ops._checks import dtype_of
 from mmkeras.ops._checks import shape_str
+from mmkeras.ops._dispatch import call_op
 
 
 def _present(modality_mask, axes):
@@ -60,13 +61,6 @@ class _FusionOp(keras.Operation):
         tensors = [ops.cast(x, "float32") for x in tensors]
         out = getattr(module, self.kernel_name)(*tensors, modality_mask)
         return ops.cast(out, dtype)
-
-
-def _run(op, *args):
-    """`op` on `args`: a symbolic call when any of them is a KerasTensor."""
-    if any(isinstance(x, keras.KerasTensor) for x in args):
-        return op.symbolic_call(*args)
-    return op.call(*args)
 
 
 # ---------------------------------------------------------------- gated fusion
@@ -155,7 +149,7 @@ def gated_fusion(projections, gate_logits, modality_mask=None,
     >>> tuple(out.shape)
     (4, 8)
     """
-    return _run(GatedFusionOp(implementation=implementation), projections,
+    return call_op(GatedFusionOp(implementation=implementation), projections,
                 gate_logits, modality_mask)
 
 
@@ -234,5 +228,5 @@ def low_rank_fusion(factors, modality_mask=None, implementation=None):
     >>> tuple(out.shape)
     (5, 16)
     """
-    return _run(LowRankFusionOp(implementation=implementation), factors,
+    return call_op(LowRankFusionOp(implementation=implementation), factors,
                 modality_mask)

@@ -71,7 +71,8 @@ def triton_gated_fusion_bwd(
     return _fu.gated_fusion_backward(h, g, mask, dout, wrap=_wrap)
 
 
-def _gated_setup(ctx, inputs, output):
+def _save_inputs(ctx, inputs, output):
+    # Both fusion backwards recompute from the inputs alone.
     ctx.save_for_backward(*inputs)
 
 
@@ -83,7 +84,7 @@ def _gated_backward(ctx, dout):
 
 torch.library.register_autograd(
     "mmkeras::triton_gated_fusion_fwd", _gated_backward,
-    setup_context=_gated_setup,
+    setup_context=_save_inputs,
 )
 
 
@@ -102,10 +103,6 @@ def triton_low_rank_fusion_bwd(
     return _fu.low_rank_fusion_backward(f, mask, dout, wrap=_wrap)
 
 
-def _low_rank_setup(ctx, inputs, output):
-    ctx.save_for_backward(*inputs)
-
-
 def _low_rank_backward(ctx, dout):
     f, mask = ctx.saved_tensors
     return torch.ops.mmkeras.triton_low_rank_fusion_bwd(f, mask, dout), None
@@ -113,7 +110,7 @@ def _low_rank_backward(ctx, dout):
 
 torch.library.register_autograd(
     "mmkeras::triton_low_rank_fusion_fwd", _low_rank_backward,
-    setup_context=_low_rank_setup,
+    setup_context=_save_inputs,
 )
 
 

@@ -13,25 +13,17 @@
 
 #include "contrastive.h"
 #include "fusion.h"
+#include "pybind_common.h"
 
 namespace py = pybind11;
 
 namespace {
 
-using F32 = py::array_t<float, py::array::c_style | py::array::forcecast>;
-using Bool = py::array_t<bool, py::array::c_style | py::array::forcecast>;
-
-std::vector<int64_t> dims(const py::array& a) {
-  return std::vector<int64_t>(a.shape(), a.shape() + a.ndim());
-}
-
-std::vector<int64_t> mask_dims(const std::optional<Bool>& mask) {
-  return mask ? dims(*mask) : std::vector<int64_t>{};
-}
-
-const uint8_t* mask_ptr(const std::optional<Bool>& mask) {
-  return mask ? reinterpret_cast<const uint8_t*>(mask->data()) : nullptr;
-}
+using mmkeras_pybind::Bool;
+using mmkeras_pybind::dims;
+using mmkeras_pybind::F32;
+using mmkeras_pybind::mask_dims;
+using mmkeras_pybind::mask_ptr;
 
 void check_same(const F32& x, const std::vector<int64_t>& expected,
                 const char* name) {

@@ -8,25 +8,21 @@
 #include <stdexcept>
 
 #include "flash_attention.h"
+#include "pybind_common.h"
 
 namespace py = pybind11;
-using F32 = py::array_t<float, py::array::c_style | py::array::forcecast>;
-using Bool = py::array_t<bool, py::array::c_style | py::array::forcecast>;
+using mmkeras_pybind::Bool;
+using mmkeras_pybind::dims;
+using mmkeras_pybind::F32;
 
 namespace {
-
-std::vector<int64_t> dims(const py::array& a) {
-  return std::vector<int64_t>(a.shape(), a.shape() + a.ndim());
-}
 
 mmkeras::AttentionProblem problem(const F32& q, const F32& k, const F32& v,
                                   const std::optional<Bool>& mask, bool causal,
                                   float scale) {
-  const uint8_t* mptr =
-      mask ? reinterpret_cast<const uint8_t*>(mask->data()) : nullptr;
-  return mmkeras::make_problem(dims(q), dims(k), dims(v), mptr,
-                               mask ? dims(*mask) : std::vector<int64_t>{},
-                               causal, scale);
+  return mmkeras::make_problem(dims(q), dims(k), dims(v),
+                               mmkeras_pybind::mask_ptr(mask),
+                               mmkeras_pybind::mask_dims(mask), causal, scale);
 }
 
 py::tuple forward(const F32& q, const F32& k, const F32& v,

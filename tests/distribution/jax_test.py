@@ -66,7 +66,10 @@ def compiled():
 
 def test_attention_hlo_has_no_gather_of_qkv(compiled):
     result = compiled
-    assert result["error"] == 0.0  # same numbers as on one device
+    # The kernel's outputs and gradients: the same numbers as on one device.
+    assert result["error"] == 0.0
+    # The loss sums per-shard partial sums: float32 rounding only.
+    assert result["loss_error"] < 1e-6
     hlo = result["hlo"]
     assert "all-gather" not in hlo
     calls = [line for line in hlo.splitlines()

@@ -91,19 +91,27 @@ def attention_hlo():
     args = [jax.device_put(a, heads) for a in (q, kv, kv)]
     args.append(jax.device_put(mask, NamedSharding(mesh, P("batch"))))
 
+    def forward(q, k, v, mask):
+        return mmkeras.ops.fused_attention(q, k, v, mask=mask,
+                                           implementation="native")
+
     def loss(q, k, v, mask):
-        out = mmkeras.ops.fused_attention(q, k, v, mask=mask,
-                                          implementation="native")
-        return (out ** 2).sum()
+        return (forward(q, k, v, mask) ** 2).sum()
 
     step = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))
-    sharded = step(*args)
-    single = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))(
-        q, kv, kv, mask)
+    (loss_sharded, grads_sharded), out_sharded = (
+        step(*args), jax.jit(forward)(*args))
+    (loss_single, grads_single), out_single = (
+        jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))(q, kv, kv, mask),
+        jax.jit(forward)(q, kv, kv, mask))
+    # The kernel's outputs and gradients; the scalar loss is XLA's sum of
+    # per-shard partial sums, whose order (so last bit) may differ.
     error = max(float(np.abs(np.asarray(a) - np.asarray(b)).max())
-                for a, b in zip(jax.tree.leaves(sharded),
-                                jax.tree.leaves(single)))
-    return step.lower(*args).compile().as_text(), error
+                for a, b in zip([out_sharded, *grads_sharded],
+                                [out_single, *grads_single]))
+    loss_error = abs(float(loss_sharded) - float(loss_single)) / abs(
+        float(loss_single))
+    return step.lower(*args).compile().as_text(), error, loss_error
 
 
 def fusion_hlo():
@@ -139,14 +147,15 @@ def main():
     assert len(jax.devices()) == 4, jax.devices()
     what = sys.argv[1]
     if what == "hlo":
-        hlo, error = attention_hlo()
+        hlo, error, loss_error = attention_hlo()
         fusion, fusion_error = fusion_hlo()
         # The GPU (Pallas) kernels under the same partitioning, run by
         # Pallas' interpreter on these CPU devices.
         from mmkeras.backend import jax_attention
         jax_attention._FORCE_PATH = "interpret"
-        _, pallas_error = attention_hlo()
-        print(json.dumps({"hlo": hlo, "error": error, "fusion_hlo": fusion,
+        _, pallas_error, _ = attention_hlo()
+        print(json.dumps({"hlo": hlo, "error": error,
+                          "loss_error": loss_error, "fusion_hlo": fusion,
                           "fusion_error": fusion_error,
                           "pallas_error": pallas_error}))
         return

@@ -32,18 +32,18 @@ def flops(T, S, backward):
     return fwd * 3.5 if backward else fwd  # bwd = 2.5x forward matmuls
 
 
-def _timer(fn, sync, repeats):
-    sync(fn())  # warm-up (and compile)
+def _timer(fn, repeats):
+    wait_for(fn())  # warm-up (and compile)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        sync(fn())
+        wait_for(fn())
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
 
 def _functions(backend, T):
-    """Returns {name: (forward_fn, fwd_bwd_fn)} and a sync function."""
+    """Returns {name: (forward_fn, fwd_bwd_fn)}."""
     import keras
     import numpy as np
 
@@ -71,7 +71,6 @@ def _functions(backend, T):
         fns = {n: (lambda f=jax.jit(f): f(q, k, v),
                    lambda g=grad_of(f): g(q, k, v))
                for n, f in candidates.items()}
-        sync = wait_for
     elif backend == "tensorflow":
         import tensorflow as tf
 
@@ -87,8 +86,6 @@ def _functions(backend, T):
         fns = {n: (lambda f=tf.function(f): f(q, k, v),
                    lambda g=grad_of(f): g(q, k, v))
                for n, f in candidates.items()}
-
-        sync = wait_for
     else:
         import torch.nn.functional as F
 
@@ -109,20 +106,17 @@ def _functions(backend, T):
             else:
                 fns[n] = (lambda f=f: f(q, k, v),
                           lambda f=f: fwd_bwd(f, (q, k, v)))
-
-        def sync(x):
-            return x
-    return fns, sync
+    return fns
 
 
 def worker(args):
     backend = args.backend
     results = []
     for T in args.lengths:
-        fns, sync = _functions(backend, T)
+        fns = _functions(backend, T)
         for name, (fwd, fwd_bwd) in fns.items():
             for mode, fn in (("forward", fwd), ("forward+backward", fwd_bwd)):
-                seconds = _timer(fn, sync, args.repeats)
+                seconds = _timer(fn, args.repeats)
                 results.append(dict(
                     backend=backend, impl=name, T=T, mode=mode,
                     seconds=seconds,

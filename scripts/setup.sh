@@ -13,7 +13,7 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 
 stamp="$VENV/.mmkeras-setup"
-inputs=$(cat pyproject.toml CMakeLists.txt $(find kernels -type f | sort) | sha256sum | cut -c1-16)
+inputs=$(cat scripts/setup.sh pyproject.toml CMakeLists.txt $(find kernels -type f | sort) | sha256sum | cut -c1-16)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$inputs" ]; then
   exit 0
 fi
@@ -21,4 +21,9 @@ fi
 echo "setup: installing torch (CPU), tensorflow-cpu, jax, triton and mmkeras" >&2
 "$VENV/bin/pip" install -q "torch==2.13.0"
 "$VENV/bin/pip" install -q -e ".[all]"
+# keras-hub for mmkeras.accelerate and its tests. Without --no-deps pip pulls
+# tensorflow-text, which installs the full `tensorflow` (CUDA libraries) over
+# tensorflow-cpu; keras-hub imports and builds models without it.
+"$VENV/bin/pip" install -q --no-deps "keras-hub==0.32.0"
+"$VENV/bin/pip" install -q regex tokenizers sentencepiece kagglehub
 echo "$inputs" > "$stamp"

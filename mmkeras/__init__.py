@@ -7,6 +7,9 @@ run a C++ kernel on the CPU, a Triton kernel on NVIDIA GPUs, and a pure
 
 # Must run before Keras is imported: see _import_guard.
 from mmkeras import _import_guard  # noqa: F401  isort: skip
+from mmkeras import _backend_check  # isort: skip
+
+_backend_check.check()  # before Keras fails on a missing framework
 
 from mmkeras import distribution
 from mmkeras import kernels

@@ -32,6 +32,7 @@ def info(args):
             print(f"  {name:<15} {version}")
     policy = mmkeras.kernels.default_implementation()
     print(f"kernel policy: {policy} (MMKERAS_KERNELS)")
+    print(f"CPU kernels: {mmkeras.kernels.cpu_isa_summary()}")
     rows = mmkeras.kernels.available("all" if args.all_backends else None)
     width = max(len(r["kernel"]) for r in rows) + 2
     print(f"{'backend':<12}{'kernel':<{width}}usable  detail")

@@ -11,10 +11,12 @@
 
 import importlib.util
 import os
+import warnings
 
 import keras
 
 from mmkeras.backend import BACKENDS
+from mmkeras.backend import BuildFailure
 from mmkeras.backend import FAMILIES
 from mmkeras.backend import glue
 
@@ -53,7 +55,9 @@ def backend_glue(backend_name=None, family="attention"):
     try:
         module = glue(backend_name, family)
     except ImportError as e:
-        return None, f"the {backend_name} glue cannot be imported: {e}"
+        return None, BuildFailure(
+            f"the {backend_name} glue cannot be imported: {e}"
+        )
     if module is None:
         return None, f"no native kernels for the {backend_name!r} backend"
     return module, None
@@ -69,6 +73,24 @@ def native_unavailable_reason(x, family="attention"):
         )
     module, reason = backend_glue(family=family)
     return reason if module is None else module.unavailable_reason(x)
+
+
+# First lines of the build failures already warned about in this process.
+_WARNED = set()
+
+
+def _warn_build_failure(op_name, reason):
+    first_line = str(reason).strip().splitlines()[0]
+    if first_line in _WARNED:
+        return
+    _WARNED.add(first_line)
+    warnings.warn(
+        f"mmkeras: the native kernel of {op_name} should run here but "
+        f"cannot, so the slower keras.ops reference runs instead: "
+        f"{first_line} (run `mmkeras info --all-backends` for the details)",
+        RuntimeWarning,
+        stacklevel=4,
+    )
 
 
 # Which implementation each op ran since the last reset (recorded when the op
@@ -108,6 +130,8 @@ def select_native(implementation, x, op_name, family="attention"):
     if reason is None:
         _USAGE.setdefault(op_name, set()).add("native")
         return backend_glue(family=family)[0]
+    if isinstance(reason, BuildFailure):
+        _warn_build_failure(op_name, reason)
     if implementation == "native":
         raise ValueError(
             f"{op_name}: implementation='native' was requested but the "
@@ -160,3 +184,21 @@ def available(backend=None):
                 rows.append(dict(backend=name, kernel=kernel, usable=usable,
                                  detail=detail))
     return rows
+
+
+def cpu_isa_summary():
+    """One line naming the ISA level the C++ kernels run on this CPU (chosen
+    at run time; `MMKERAS_CPU_ISA` overrides) and the levels it could run,
+    or why the C++ kernels are not available."""
+    from mmkeras.backend import cpu_module
+
+    module, reason = cpu_module.load()
+    if module is None:
+        return f"not available: {reason}"
+    try:
+        active = module.isa()
+    except RuntimeError as e:  # a bad MMKERAS_CPU_ISA
+        active = f"none ({e})"
+    return (f"{active} (this CPU runs {', '.join(module.supported_isa_levels())}"
+            f"; the build has {', '.join(module.isa_levels())}; "
+            "MMKERAS_CPU_ISA chooses)")

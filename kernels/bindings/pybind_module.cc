@@ -8,6 +8,7 @@
 #include <stdexcept>
 
 #include "flash_attention.h"
+#include "isa.h"
 #include "pybind_common.h"
 
 namespace py = pybind11;
@@ -26,8 +27,10 @@ mmkeras::AttentionProblem problem(const F32& q, const F32& k, const F32& v,
 }
 
 py::tuple forward(const F32& q, const F32& k, const F32& v,
-                  const std::optional<Bool>& mask, bool causal, float scale) {
+                  const std::optional<Bool>& mask, bool causal, float scale,
+                  bool bf16_products) {
   auto p = problem(q, k, v, mask, causal, scale);
+  p.bf16_products = bf16_products;
   F32 out(dims(q));
   std::vector<int64_t> lse_dims(q.shape(), q.shape() + q.ndim() - 3);
   lse_dims.push_back(p.N);
@@ -67,13 +70,21 @@ PYBIND11_MODULE(_cpu_kernels, m) {
   m.doc() = "mmkeras C++ CPU kernels (numpy adapter).";
   m.def("attention_forward", &forward, py::arg("q"), py::arg("k"),
         py::arg("v"), py::arg("mask") = py::none(), py::arg("causal") = false,
-        py::arg("scale") = 1.0f,
+        py::arg("scale") = 1.0f, py::arg("bf16_products") = false,
         "Returns (out, lse) for float32 q (..., T, N, H), k and v "
-        "(..., S, K, H) and an optional boolean mask (..., N, T, S).");
+        "(..., S, K, H) and an optional boolean mask (..., N, T, S). "
+        "bf16_products: the inputs hold bfloat16 values (see "
+        "AttentionProblem::bf16_products).");
   m.def("attention_backward", &backward, py::arg("q"), py::arg("k"),
         py::arg("v"), py::arg("out"), py::arg("lse"), py::arg("dout"),
         py::arg("mask") = py::none(), py::arg("causal") = false,
         py::arg("scale") = 1.0f, "Returns (dq, dk, dv).");
   m.def("num_threads", &mmkeras::num_threads);
+  m.def("isa", &mmkeras::active_isa,
+        "The ISA level the kernels run (MMKERAS_CPU_ISA, else the best this "
+        "CPU supports).");
+  m.def("isa_levels", &mmkeras::isa_levels, "The levels this build has.");
+  m.def("supported_isa_levels", &mmkeras::supported_isa_levels,
+        "The levels this CPU runs.");
   register_fusion(m);
 }

@@ -14,7 +14,8 @@ namespace {
 // The backward op takes the forward op's inputs and attrs, then out, lse
 // and dout.
 const Specs kInputs = {"q: float", "k: float", "v: float", "mask: bool"};
-const Specs kAttrs = {"has_mask: bool", "causal: bool", "scale: float"};
+const Specs kAttrs = {"has_mask: bool", "causal: bool", "scale: float",
+                      "bf16_products: bool = false"};
 
 // out has the shape of q (B, T, N, H); lse is (B, N, T).
 absl::Status ForwardShapes(InferenceContext* c) {
@@ -39,10 +40,12 @@ struct Attrs {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("has_mask", &has_mask));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("causal", &causal));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("scale", &scale));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("bf16_products", &bf16_products));
   }
   bool has_mask = false;
   bool causal = false;
   float scale = 1.0f;
+  bool bf16_products = false;  // read by the forward only
 };
 
 // Throws std::invalid_argument when the inputs do not fit.
@@ -55,6 +58,7 @@ mmkeras::AttentionProblem problem(tf::OpKernelContext* ctx, const Attrs& a) {
 
 void Forward(tf::OpKernelContext* ctx, const Attrs& a) {
   auto p = problem(ctx, a);
+  p.bf16_products = a.bf16_products;
   float* o = out(ctx, 0, ctx->input(0).shape());
   float* lse = o ? out(ctx, 1, tf::TensorShape({p.B, p.N, p.T})) : nullptr;
   if (!lse) return;

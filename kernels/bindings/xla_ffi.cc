@@ -23,9 +23,11 @@ mmkeras::AttentionProblem problem(F32& q, F32& k, F32& v, Pred& mask,
 }
 
 ffi::Error Forward(F32 q, F32 k, F32 v, Pred mask, Out out, Out lse,
-                   HasMask has_mask, Causal causal, Scale scale) {
+                   HasMask has_mask, Causal causal, Scale scale,
+                   Bf16Products bf16_products) {
   return guarded([&] {
     auto p = problem(q, k, v, mask, has_mask, causal, scale);
+    p.bf16_products = *bf16_products != 0;
     mmkeras::attention_forward(p, q.typed_data(), k.typed_data(),
                                v.typed_data(), out->typed_data(),
                                lse->typed_data());

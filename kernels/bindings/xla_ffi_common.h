@@ -29,11 +29,13 @@ inline constexpr char kCausal[] = "causal";
 inline constexpr char kScale[] = "scale";
 inline constexpr char kHasBias[] = "has_bias";
 inline constexpr char kSigmoid[] = "sigmoid";
+inline constexpr char kBf16Products[] = "bf16_products";
 using HasMask = ffi::Attr<int64_t, kHasMask>;
 using Causal = ffi::Attr<int64_t, kCausal>;
 using Scale = ffi::Attr<float, kScale>;
 using HasBias = ffi::Attr<int64_t, kHasBias>;
 using Sigmoid = ffi::Attr<int64_t, kSigmoid>;
+using Bf16Products = ffi::Attr<int64_t, kBf16Products>;
 
 template <typename Buf>
 std::vector<int64_t> dims(const Buf& b) {

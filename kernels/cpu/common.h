@@ -70,20 +70,25 @@ void parallel_ranges(int64_t n, int64_t grain, F fn) {
   });
 }
 
-// 64-byte aligned float buffer, zero-filled; empty (nullptr) when n == 0.
-struct Buffer {
-  float* ptr = nullptr;
-  explicit Buffer(int64_t n) {
+// 64-byte aligned buffer of n T's, zero-filled; empty (nullptr) when n == 0.
+template <typename T>
+struct AlignedBuffer {
+  T* ptr = nullptr;
+  explicit AlignedBuffer(int64_t n) {
     if (n <= 0) return;
-    size_t bytes = round_up(n * sizeof(float), 64);
-    ptr = static_cast<float*>(std::aligned_alloc(64, bytes));
+    size_t bytes = round_up(n * sizeof(T), 64);
+    ptr = static_cast<T*>(std::aligned_alloc(64, bytes));
     if (!ptr) throw std::bad_alloc();
     std::memset(ptr, 0, bytes);
   }
-  ~Buffer() { std::free(ptr); }
-  Buffer(const Buffer&) = delete;
-  Buffer& operator=(const Buffer&) = delete;
+  ~AlignedBuffer() { std::free(ptr); }
+  AlignedBuffer(AlignedBuffer&& other) noexcept : ptr(other.ptr) {
+    other.ptr = nullptr;
+  }
+  AlignedBuffer(const AlignedBuffer&) = delete;
+  AlignedBuffer& operator=(const AlignedBuffer&) = delete;
 };
+using Buffer = AlignedBuffer<float>;
 
 // Tests set MMKERAS_POISON_OUTPUTS=1 so that outputs start as NaN: any
 // element a kernel forgets to write shows up.

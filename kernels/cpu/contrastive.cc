@@ -37,9 +37,11 @@
 #include <stdexcept>
 #include <string>
 
+#include "isa.h"
 #include "vec.h"
 
 namespace mmkeras {
+namespace MMKERAS_ISA {
 namespace {
 
 constexpr int64_t BLK = kBlock;  // rows and columns of a logit tile
@@ -292,23 +294,6 @@ void sigmoid_forward(const ContrastiveProblem& p, const Packed& pk, float s,
 
 }  // namespace
 
-ContrastiveProblem make_contrastive_problem(const std::vector<int64_t>& a_dims,
-                                            const std::vector<int64_t>& b_dims,
-                                            bool sigmoid, bool has_bias) {
-  if (a_dims.size() != 2 || b_dims != a_dims)
-    throw std::invalid_argument(
-        "a and b must both have shape (B, D) with the same B and D");
-  ContrastiveProblem p;
-  p.B = a_dims[0];
-  p.D = a_dims[1];
-  if (p.B < 1 || p.D < 0)
-    throw std::invalid_argument("contrastive loss needs a batch of at least 1, "
-                                "got B = " + std::to_string(p.B));
-  p.sigmoid = sigmoid;
-  p.has_bias = has_bias;
-  return p;
-}
-
 void contrastive_forward(const ContrastiveProblem& p, const float* a,
                          const float* b, const float* scale, const float* bias,
                          float* loss, float* lse) {
@@ -457,4 +442,5 @@ void contrastive_backward(const ContrastiveProblem& p, const float* a,
   *dbias = p.has_bias ? static_cast<float>(dt) : 0.0f;
 }
 
+}  // namespace MMKERAS_ISA
 }  // namespace mmkeras

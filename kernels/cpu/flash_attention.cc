@@ -16,9 +16,11 @@
 #include <limits>
 #include <stdexcept>
 
+#include "isa.h"
 #include "vec.h"
 
 namespace mmkeras {
+namespace MMKERAS_ISA {
 namespace {
 
 constexpr int64_t BR = 64;       // query rows per forward task
@@ -104,101 +106,118 @@ inline const uint8_t* mask_row(const AttentionProblem& p, int64_t b, int64_t n,
          t * p.mask.stride_t;
 }
 
+// How the forward multiplies: the policy supplies the packed K and V, the
+// query rows, the score tile (base-2 logits) and the P.V accumulation; the
+// online softmax around them is shared.
+struct Fp32Products {
+  using Elem = float;  // element of a query row
+  using Packed = PackedKV;
+  static Packed pack(const AttentionProblem& p, const float* k,
+                     const float* v) {
+    Packed pk(p, /*transposed_v=*/false, /*rows_k=*/false);
+    pack_kv(p, k, v, pk);
+    return pk;
+  }
+  static int64_t row_len(int64_t H) { return H; }
+  // Query rows pre-scaled to base-2 logits.
+  static void load_row(const float* src, int64_t H, float qscale, float* dst) {
+    for (int64_t h = 0; h < H; ++h) dst[h] = src ? src[h] * qscale : 0.0f;
+  }
+  static void scores(const Packed& pk, const float* qs, int64_t H,
+                     int64_t bk, int64_t kb, float /*qscale*/, float* s) {
+    dot_tile(qs, H, pk.kt_block(bk, kb, H), H, s);
+  }
+  static void accumulate(const Packed& pk, float* o, int64_t Hp,
+                         const float* pbuf, int64_t bk, int64_t j0,
+                         int64_t cols) {
+    accumulate_rows(o, Hp, pbuf, pk.vr_rows(bk, j0), Hp, cols);
+  }
+};
+
+#if defined(__AVX512BF16__)
+// K^T tiles [H2][BC] with pairs along the head dim, and V rows [Sp/2][Hp]
+// with pairs along the keys: the operands of vdpbf16ps (vec.h).
+struct PackedKVBf16 {
+  int64_t H2, Hp, nkb, Sp;
+  AlignedBuffer<BfPair> kt;  // (B*K, nkb, H2, BC)
+  AlignedBuffer<BfPair> vr;  // (B*K, Sp/2, Hp)
+  explicit PackedKVBf16(const AttentionProblem& p)
+      : H2(ceil_div(p.H, 2)),
+        Hp(round_up(p.H, kLanes)),
+        nkb(ceil_div(p.S, BC)),
+        Sp(nkb * BC),
+        kt(p.B * p.K * nkb * H2 * BC),
+        vr(p.B * p.K * (Sp / 2) * Hp) {}
+};
+
+// Products in bfloat16 with float32 accumulation, for bfloat16 inputs (so
+// q, k and v convert exactly; only the probabilities are rounded). Scores
+// are scaled after the product, so that q stays exact.
+struct Bf16Products {
+  using Elem = BfPair;
+  using Packed = PackedKVBf16;
+  static Packed pack(const AttentionProblem& p, const float* k,
+                     const float* v) {
+    Packed pk(p);
+    const int64_t H = p.H, K = p.K, S = p.S, H2 = pk.H2, Hp = pk.Hp;
+    parallel_for(p.B * K * pk.nkb, [&](int64_t task) {
+      const int64_t bk = task / pk.nkb, kb = task % pk.nkb;
+      const int64_t b = bk / K, kvh = bk % K;
+      const int64_t j0 = kb * BC, cols = std::min(BC, S - j0);
+      auto row = [&](const float* x, int64_t j) {
+        return x + ((b * S + j0 + j) * K + kvh) * H;
+      };
+      BfPair* kt = pk.kt.ptr + (bk * pk.nkb + kb) * H2 * BC;
+      for (int64_t j = 0; j < cols; ++j) {
+        const float* kr = row(k, j);
+        for (int64_t h2 = 0; h2 < H2; ++h2)
+          kt[h2 * BC + j] =
+              bf16_pair(kr[2 * h2], 2 * h2 + 1 < H ? kr[2 * h2 + 1] : 0.0f);
+      }
+      BfPair* vr = pk.vr.ptr + (bk * (pk.Sp / 2) + j0 / 2) * Hp;
+      for (int64_t jp = 0; 2 * jp < cols; ++jp) {
+        const float* v0 = row(v, 2 * jp);
+        const float* v1 = 2 * jp + 1 < cols ? row(v, 2 * jp + 1) : nullptr;
+        for (int64_t h = 0; h < H; ++h)
+          vr[jp * Hp + h] = bf16_pair(v0[h], v1 ? v1[h] : 0.0f);
+      }
+    });
+    return pk;
+  }
+  static int64_t row_len(int64_t H) { return ceil_div(H, 2); }
+  static void load_row(const float* src, int64_t H, float /*qscale*/,
+                       BfPair* dst) {
+    for (int64_t h2 = 0; 2 * h2 < H; ++h2)
+      dst[h2] = src ? bf16_pair(src[2 * h2],
+                                2 * h2 + 1 < H ? src[2 * h2 + 1] : 0.0f)
+                    : 0u;
+  }
+  static void scores(const Packed& pk, const BfPair* qs, int64_t /*H*/,
+                     int64_t bk, int64_t kb, float qscale, float* s) {
+    const int64_t H2 = pk.H2;
+    dot_tile_bf16(qs, H2, pk.kt.ptr + (bk * pk.nkb + kb) * H2 * BC, H2, s);
+    for (int64_t i = 0; i < RT * BC; i += kLanes)
+      store(s + i, load(s + i) * qscale);
+  }
+  static void accumulate(const Packed& pk, float* o, int64_t Hp,
+                         const float* pbuf, int64_t bk, int64_t j0,
+                         int64_t cols) {
+    alignas(64) BfPair pairs[RT * BC / 2];
+    pairs_of_rows(pbuf, RT, pairs);
+    accumulate_rows_bf16(o, Hp, pairs,
+                         pk.vr.ptr + (bk * (pk.Sp / 2) + j0 / 2) * Hp, Hp,
+                         cols);
+  }
+};
+#endif
+
 }  // namespace
 
-MaskView make_mask_view(const uint8_t* data,
-                        const std::vector<int64_t>& mask_dims,
-                        const std::vector<int64_t>& batch_dims, int64_t N,
-                        int64_t T, int64_t S) {
-  const size_t lead = batch_dims.size();
-  if (mask_dims.size() != lead + 3)
-    throw std::invalid_argument("mask must have rank " +
-                                std::to_string(lead + 3));
-  std::vector<int64_t> full = batch_dims;
-  full.push_back(N);
-  full.push_back(T);
-  full.push_back(S);
-  std::vector<int64_t> strides(full.size());
-  int64_t stride = 1;
-  for (int64_t d = full.size() - 1; d >= 0; --d) {
-    if (mask_dims[d] != 1 && mask_dims[d] != full[d])
-      throw std::invalid_argument(
-          "mask dim " + std::to_string(d) + " is " +
-          std::to_string(mask_dims[d]) + ", expected 1 or " +
-          std::to_string(full[d]));
-    strides[d] = mask_dims[d] == 1 ? 0 : stride;
-    stride *= mask_dims[d];
-  }
-  MaskView m;
-  m.data = data;
-  m.stride_n = strides[lead];
-  m.stride_t = strides[lead + 1];
-  m.stride_s = strides[lead + 2];
-  int64_t B = 1;
-  for (int64_t d : batch_dims) B *= d;
-  m.batch_offset.assign(B, 0);
-  for (int64_t b = 0; b < B; ++b) {
-    int64_t rest = b, off = 0;
-    for (int64_t d = lead - 1; d >= 0; --d) {
-      off += (rest % batch_dims[d]) * strides[d];
-      rest /= batch_dims[d];
-    }
-    m.batch_offset[b] = off;
-  }
-  return m;
-}
+namespace {
 
-AttentionProblem make_problem(const std::vector<int64_t>& q_dims,
-                              const std::vector<int64_t>& k_dims,
-                              const std::vector<int64_t>& v_dims,
-                              const uint8_t* mask,
-                              const std::vector<int64_t>& mask_dims,
-                              bool causal, float scale) {
-  const size_t rank = q_dims.size();
-  if (rank < 4 || k_dims.size() != rank || v_dims.size() != rank)
-    throw std::invalid_argument(
-        "query, key and value must have the same rank >= 4");
-  const size_t lead = rank - 3;
-  std::vector<int64_t> batch(q_dims.begin(), q_dims.begin() + lead);
-  for (size_t d = 0; d < rank; ++d) {
-    const bool batch_dim = d < lead;
-    if (k_dims[d] != v_dims[d] || (batch_dim && k_dims[d] != q_dims[d]))
-      throw std::invalid_argument("query, key and value dims do not match");
-  }
-  AttentionProblem p;
-  p.B = 1;
-  for (int64_t d : batch) p.B *= d;
-  p.T = q_dims[lead];
-  p.N = q_dims[lead + 1];
-  p.H = q_dims[lead + 2];
-  p.S = k_dims[lead];
-  p.K = k_dims[lead + 1];
-  if (k_dims[lead + 2] != p.H)
-    throw std::invalid_argument("key head dim differs from query head dim");
-  p.causal = causal;
-  p.scale = scale;
-  if (mask) p.mask = make_mask_view(mask, mask_dims, batch, p.N, p.T, p.S);
-  check_problem(p);
-  return p;
-}
-
-void check_problem(const AttentionProblem& p) {
-  if (p.B < 0 || p.T < 0 || p.S < 0 || p.N < 1 || p.K < 1 || p.H < 1)
-    throw std::invalid_argument("attention sizes must be positive");
-  if (p.N % p.K != 0)
-    throw std::invalid_argument("number of query heads (" + std::to_string(p.N) +
-                                ") must be a multiple of key/value heads (" +
-                                std::to_string(p.K) + ")");
-  if (p.H > 256)
-    throw std::invalid_argument("head dim must be at most 256, got " +
-                                std::to_string(p.H));
-  if (p.mask.data && static_cast<int64_t>(p.mask.batch_offset.size()) != p.B)
-    throw std::invalid_argument("mask batch offsets do not match the batch");
-}
-
-void attention_forward(const AttentionProblem& p, const float* q,
-                       const float* k, const float* v, float* out, float* lse) {
-  check_problem(p);
+template <typename Products>
+void forward(const AttentionProblem& p, const float* q, const float* k,
+             const float* v, float* out, float* lse) {
   const int64_t B = p.B, T = p.T, S = p.S, N = p.N, K = p.K, H = p.H;
   poison(out, B * T * N * H);
   poison(lse, B * N * T);
@@ -209,9 +228,9 @@ void attention_forward(const AttentionProblem& p, const float* q,
     return;
   }
   const int64_t G = N / K;
-  PackedKV pk(p, /*transposed_v=*/false, /*rows_k=*/false);
-  pack_kv(p, k, v, pk);
+  const typename Products::Packed pk = Products::pack(p, k, v);
   const int64_t Hp = pk.Hp, nkb = pk.nkb, nqb = ceil_div(T, BR);
+  const int64_t QL = Products::row_len(H);
   const float qscale = p.scale * kLog2e;  // logits in base 2
 
   parallel_for(B * N * nqb, [&](int64_t task) {
@@ -219,16 +238,16 @@ void attention_forward(const AttentionProblem& p, const float* q,
     const int64_t bk = b * K + n / G;
     const int64_t t0 = qb * BR, rows = std::min(BR, T - t0);
     const int64_t tiles = ceil_div(rows, RT);
-    alignas(64) float qs[BR * 256];
+    alignas(64) typename Products::Elem qs[BR * 256];
     alignas(64) float o[BR * 256];
     alignas(64) float sbuf[RT * BC];
     alignas(64) float pbuf[RT * BC];
     alignas(64) float bias[BC];
     float m[BR], l[BR];
     for (int64_t r = 0; r < tiles * RT; ++r) {
-      for (int64_t h = 0; h < H; ++h)
-        qs[r * H + h] =
-            r < rows ? q[((b * T + t0 + r) * N + n) * H + h] * qscale : 0.0f;
+      Products::load_row(
+          r < rows ? q + ((b * T + t0 + r) * N + n) * H : nullptr, H, qscale,
+          qs + r * QL);
       std::fill(o + r * Hp, o + (r + 1) * Hp, 0.0f);
       m[r] = kNegInf;
       l[r] = 0.0f;
@@ -237,12 +256,10 @@ void attention_forward(const AttentionProblem& p, const float* q,
         p.causal ? std::min(nkb, ceil_div(t0 + rows, BC)) : nkb;
     for (int64_t kb = 0; kb < kb_end; ++kb) {
       const int64_t j0 = kb * BC, cols = std::min(BC, S - j0);
-      const float* kt = pk.kt_block(bk, kb, H);
-      const float* vr = pk.vr_rows(bk, j0);
       for (int64_t tile = 0; tile < tiles; ++tile) {
         const int64_t r0 = tile * RT;
         if (p.causal && j0 > t0 + r0 + RT - 1) continue;  // tile sees none of it
-        dot_tile(qs + r0 * H, H, kt, H, sbuf);
+        Products::scores(pk, qs + r0 * QL, H, bk, kb, qscale, sbuf);
         const uint8_t* cached_row = nullptr;
         bool cached_any = false;
         bool any_row = false;
@@ -290,7 +307,8 @@ void attention_forward(const AttentionProblem& p, const float* q,
               store(orow + h, load(orow + h) * alpha);
           }
         }
-        if (any_row) accumulate_rows(o + r0 * Hp, Hp, pbuf, vr, Hp, cols);
+        if (any_row)
+          Products::accumulate(pk, o + r0 * Hp, Hp, pbuf, bk, j0, cols);
       }
     }
     for (int64_t r = 0; r < rows; ++r) {
@@ -306,6 +324,17 @@ void attention_forward(const AttentionProblem& p, const float* q,
       lse[(b * N + n) * T + t] = (m[r] + std::log2(l[r])) * kLn2;
     }
   });
+}
+
+}  // namespace
+
+void attention_forward(const AttentionProblem& p, const float* q,
+                       const float* k, const float* v, float* out, float* lse) {
+  check_problem(p);
+#if defined(__AVX512BF16__)
+  if (p.bf16_products) return forward<Bf16Products>(p, q, k, v, out, lse);
+#endif
+  forward<Fp32Products>(p, q, k, v, out, lse);
 }
 
 void attention_backward(const AttentionProblem& p, const float* q,
@@ -467,4 +496,5 @@ void attention_backward(const AttentionProblem& p, const float* q,
   });
 }
 
+}  // namespace MMKERAS_ISA
 }  // namespace mmkeras

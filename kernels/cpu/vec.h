@@ -3,10 +3,15 @@
 // and the two register-tiled matrix-product micro-kernels that the attention
 // and contrastive kernels share.
 //
-// Only kernel sources include this (they are all compiled with the same
-// flags); everything here has internal linkage, so a translation unit built
-// for another target never shares a definition with them.
+// Only the kernel sources include this. Each is compiled once per ISA level
+// (isa.h), with MMKERAS_ISA naming the level: everything here lives in that
+// level's namespace with internal linkage, so code built for one level is
+// never shared with another.
 #pragma once
+
+#ifndef MMKERAS_ISA
+#error "vec.h is for the kernel sources, compiled with -DMMKERAS_ISA=<level>"
+#endif
 
 #include <immintrin.h>
 
@@ -17,15 +22,21 @@
 #include "common.h"
 
 namespace mmkeras {
+namespace MMKERAS_ISA {
 namespace {
 
 // Vector width and register tiles follow the target: AVX-512 has 32 vector
-// registers, AVX2 16, so the column group kept in registers is halved there.
+// registers, AVX2 and SSE 16, so the column group kept in registers is
+// halved there. The baseline (SSE2) level uses its native 4-lane vectors:
+// wider ones would be passed split in two, and change the ABI (-Wpsabi).
 #if defined(__AVX512F__)
 constexpr int kLanes = 16;
 constexpr int kGroup = 4;  // vectors per row held in registers
-#else
+#elif defined(__AVX2__)
 constexpr int kLanes = 8;
+constexpr int kGroup = 2;
+#else
+constexpr int kLanes = 4;
 constexpr int kGroup = 2;
 #endif
 constexpr int64_t kBlock = 64;  // columns of a tile (and rows of w below)
@@ -66,14 +77,14 @@ inline void store_n(float* p, VF v, int64_t n) {
 inline VF vmax(VF a, VF b) { return (VF)_mm512_max_ps((__m512)a, (__m512)b); }
 inline VF vmin(VF a, VF b) { return (VF)_mm512_min_ps((__m512)a, (__m512)b); }
 inline VF recip_estimate(VF x) { return (VF)_mm512_rcp14_ps((__m512)x); }
-#elif defined(__AVX__)
+#elif defined(__AVX2__)
 inline VF vmax(VF a, VF b) { return (VF)_mm256_max_ps((__m256)a, (__m256)b); }
 inline VF vmin(VF a, VF b) { return (VF)_mm256_min_ps((__m256)a, (__m256)b); }
 inline VF recip_estimate(VF x) { return (VF)_mm256_rcp_ps((__m256)x); }
 #else
-inline VF vmax(VF a, VF b) { return a > b ? a : b; }
-inline VF vmin(VF a, VF b) { return a < b ? a : b; }
-inline VF recip_estimate(VF x) { return 1.0f / x; }
+inline VF vmax(VF a, VF b) { return (VF)_mm_max_ps((__m128)a, (__m128)b); }
+inline VF vmin(VF a, VF b) { return (VF)_mm_min_ps((__m128)a, (__m128)b); }
+inline VF recip_estimate(VF x) { return (VF)_mm_rcp_ps((__m128)x); }
 #endif
 inline VF vabs(VF x) { return x < 0.0f ? -x : x; }
 inline VF vclamp(VF x, float lo, float hi) {
@@ -236,5 +247,115 @@ inline void accumulate_rows(float* acc, int64_t acc_stride, const float* w,
   accumulate_block(acc, acc_stride, w, rows, Hp, cols, kTileRows);
 }
 
+#if defined(__AVX512BF16__)
+// bfloat16 products with float32 accumulation (AVX512-BF16's vdpbf16ps: per
+// float32 lane, acc += a0 * b0 + a1 * b1 over a pair of bfloat16 values).
+// Operands travel as pairs: a BfPair holds two bfloat16 values, the one of
+// the lower index in the low half, so a vector of 16 pairs is one vdpbf16ps
+// operand and one pair broadcast to all lanes is the other.
+constexpr bool kHasBf16 = true;
+typedef uint32_t BfPair;
+
+// x rounded to the nearest bfloat16 (ties to even); finite x.
+inline uint16_t bf16_bits(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, sizeof(u));
+  return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+inline BfPair bf16_pair(float lo, float hi) {
+  return static_cast<BfPair>(bf16_bits(lo)) |
+         (static_cast<BfPair>(bf16_bits(hi)) << 16);
+}
+
+// Rows of w (kBlock floats each) as kBlock / 2 pairs, rounded to nearest.
+inline void pairs_of_rows(const float* w, int rows, BfPair* out) {
+  for (int r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < kBlock; c += 2 * kLanes) {
+      const __m512bh v = _mm512_cvtne2ps_pbh(
+          _mm512_loadu_ps(w + r * kBlock + c + kLanes),
+          _mm512_loadu_ps(w + r * kBlock + c));
+      _mm512_storeu_si512(out + r * (kBlock / 2) + c / 2, (__m512i)v);
+    }
+}
+
+inline __m512bh bf16_splat(BfPair x) {
+  return (__m512bh)_mm512_set1_epi32(static_cast<int>(x));
+}
+
+// dot_micro with bfloat16 products: x holds kTileRows rows of H2 pairs
+// (rows `x_stride` pairs apart), yt a tile of kBlock columns stored as
+// [H2][kBlock] pairs (pair h2 of column j: rows 2 h2 and 2 h2 + 1 of y^T).
+inline void dot_micro_bf16(const BfPair* x, int64_t x_stride,
+                           const BfPair* yt, int64_t H2, float* s, int g) {
+  __m512 acc[kTileRows][kGroup];
+  for (int r = 0; r < kTileRows; ++r)
+    for (int c = 0; c < kGroup; ++c) acc[r][c] = _mm512_setzero_ps();
+  for (int64_t h = 0; h < H2; ++h) {
+    __m512bh yv[kGroup];
+    for (int c = 0; c < kGroup; ++c)
+      yv[c] = (__m512bh)_mm512_loadu_si512(yt + h * kBlock + (g + c) * kLanes);
+#pragma GCC unroll 4
+    for (int r = 0; r < kTileRows; ++r) {
+      const __m512bh xv = bf16_splat(x[r * x_stride + h]);
+      for (int c = 0; c < kGroup; ++c)
+        acc[r][c] = _mm512_dpbf16_ps(acc[r][c], xv, yv[c]);
+    }
+  }
+  for (int r = 0; r < kTileRows; ++r)
+    for (int c = 0; c < kGroup; ++c)
+      _mm512_storeu_ps(s + r * kBlock + (g + c) * kLanes, acc[r][c]);
+}
+
+inline void dot_tile_bf16(const BfPair* x, int64_t x_stride,
+                          const BfPair* yt, int64_t H2, float* s) {
+  for (int g = 0; g < kBlockVecs; g += kGroup)
+    dot_micro_bf16(x, x_stride, yt, H2, s, g);
+}
+
+// accumulate_chunk with bfloat16 products: w holds kTileRows rows of
+// kBlock / 2 pairs (pair jp: columns 2 jp and 2 jp + 1), `rows` the pairs of
+// rows [jp][Hp] (pair (jp, h): rows 2 jp and 2 jp + 1 at feature h).
+template <int NV>
+inline void accumulate_chunk_bf16(float* acc, int64_t acc_stride,
+                                  const BfPair* w, const BfPair* rows,
+                                  int64_t Hp, int64_t cols, int64_t h0) {
+  __m512 a[kTileRows][NV];
+  for (int r = 0; r < kTileRows; ++r)
+    for (int c = 0; c < NV; ++c)
+      a[r][c] = _mm512_loadu_ps(acc + r * acc_stride + h0 + c * kLanes);
+  for (int64_t jp = 0; jp < (cols + 1) / 2; ++jp) {
+    __m512bh rv[NV];
+    for (int c = 0; c < NV; ++c)
+      rv[c] = (__m512bh)_mm512_loadu_si512(rows + jp * Hp + h0 + c * kLanes);
+#pragma GCC unroll 4
+    for (int r = 0; r < kTileRows; ++r) {
+      const __m512bh wv = bf16_splat(w[r * (kBlock / 2) + jp]);
+      for (int c = 0; c < NV; ++c) a[r][c] = _mm512_dpbf16_ps(a[r][c], wv, rv[c]);
+    }
+  }
+  for (int r = 0; r < kTileRows; ++r)
+    for (int c = 0; c < NV; ++c)
+      _mm512_storeu_ps(acc + r * acc_stride + h0 + c * kLanes, a[r][c]);
+}
+
+// accumulate_rows with bfloat16 products (kTileRows rows of acc and w).
+inline void accumulate_rows_bf16(float* acc, int64_t acc_stride,
+                                 const BfPair* w, const BfPair* rows,
+                                 int64_t Hp, int64_t cols) {
+  int64_t h0 = 0;
+  for (; h0 + kGroup * kLanes <= Hp; h0 += kGroup * kLanes)
+    accumulate_chunk_bf16<kGroup>(acc, acc_stride, w, rows, Hp, cols, h0);
+  switch ((Hp - h0) / kLanes) {  // < kGroup vectors left
+    case 3: accumulate_chunk_bf16<3>(acc, acc_stride, w, rows, Hp, cols, h0); break;
+    case 2: accumulate_chunk_bf16<2>(acc, acc_stride, w, rows, Hp, cols, h0); break;
+    case 1: accumulate_chunk_bf16<1>(acc, acc_stride, w, rows, Hp, cols, h0); break;
+    default: break;
+  }
+}
+#else
+constexpr bool kHasBf16 = false;
+#endif
+
 }  // namespace
+}  // namespace MMKERAS_ISA
 }  // namespace mmkeras

@@ -14,6 +14,13 @@ import importlib
 import sys
 
 BACKENDS = ("tensorflow", "jax", "torch")
+
+
+class BuildFailure(str):
+    """A reason (a `str`) why a native kernel that should run here does not:
+    its adapter failed to build, load or import. Unlike a reason such as an
+    unsupported dtype or device, this is a bug the user must hear about, so
+    auto mode warns once per process (`mmkeras.kernels.select_native`)."""
 FAMILIES = ("attention", "fusion")
 
 

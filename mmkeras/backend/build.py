@@ -6,6 +6,13 @@ run time, not at `pip install` time (the build runs in an isolated
 environment). So the adapters are compiled once, with the machine's C++
 compiler, into a cache keyed by the sources, the flags and the framework
 version (`MMKERAS_CACHE_DIR`, default `~/.cache/mmkeras`).
+
+An adapter is thin: it links the kernel library that `pip install` built
+(`libmmkeras_kernels.so`, next to `mmkeras._cpu_kernels`), which holds the
+kernels for every ISA level and picks one at run time. The adapter itself is
+compiled for the x86-64 baseline, with no ISA flags of ours, so framework
+headers never meet the kernels' AVX-512 flags. `CXXFLAGS` is honoured (first,
+so the framework's and mmkeras' own flags win).
 """
 
 import hashlib
@@ -17,9 +24,9 @@ import tempfile
 from pathlib import Path
 
 import mmkeras
+from mmkeras.backend import cpu_module
 
-# Same optimization flags as CMakeLists.txt uses for the core kernels.
-OPT_FLAGS = ["-O3", "-fno-math-errno", "-march=native"]
+BASE_FLAGS = ["-std=c++17", "-O2", "-fPIC", "-pthread"]
 
 
 def kernel_source_dir():
@@ -46,18 +53,33 @@ def compiler():
     return cxx
 
 
+def compile_command(sources, cflags=(), ldflags=(), output=None):
+    """The compiler command for an adapter: `sources` (paths relative to the
+    kernel source dir) into the shared library `output`, linked against the
+    kernel library; with `output=None`, a syntax check that writes nothing.
+    """
+    src_dir = kernel_source_dir()
+    cmd = [compiler(), *os.environ.get("CXXFLAGS", "").split(), *BASE_FLAGS]
+    cmd += [f"-I{src_dir / 'cpu'}", *cflags]
+    cmd += [str(src_dir / s) for s in sources]
+    if output is None:
+        return [*cmd, "-fsyntax-only"]
+    lib_dir = cpu_module.library_dir()
+    return [
+        *cmd, "-shared", "-o", str(output), f"-L{lib_dir}",
+        "-l:libmmkeras_kernels.so", f"-Wl,-rpath,{lib_dir}", *ldflags,
+    ]
+
+
 def build_library(name, sources, cflags=(), ldflags=(), tag=""):
     """Compiles `sources` (paths relative to the kernel source dir) into a
     shared library, or returns the cached one. Returns its path."""
     src_dir = kernel_source_dir()
-    paths = [src_dir / s for s in sources]
-    headers = sorted(src_dir.glob("**/*.h"))
-    cmd_flags = ["-std=c++17", "-shared", "-fPIC", "-pthread", *OPT_FLAGS]
-    cmd_flags += [f"-I{src_dir / 'cpu'}", *cflags]
     digest = hashlib.sha256()
-    for path in [*paths, *headers]:
+    for path in [*(src_dir / s for s in sources), *sorted(src_dir.glob("**/*.h"))]:
         digest.update(path.read_bytes())
-    digest.update(" ".join([*cmd_flags, *ldflags, tag, compiler()]).encode())
+    digest.update(" ".join([*compile_command(sources, cflags, ldflags, "-"),
+                            tag]).encode())
     target = cache_dir() / f"{name}-{digest.hexdigest()[:16]}.so"
     if target.exists():
         return target
@@ -68,8 +90,7 @@ def build_library(name, sources, cflags=(), ldflags=(), tag=""):
     )
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         tmp_target = Path(tmp) / target.name
-        cmd = [compiler(), *cmd_flags, *map(str, paths), "-o", str(tmp_target)]
-        cmd += list(ldflags)
+        cmd = compile_command(sources, cflags, ldflags, tmp_target)
         result = subprocess.run(cmd, capture_output=True, text=True)
         if result.returncode != 0:
             raise RuntimeError(

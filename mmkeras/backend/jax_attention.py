@@ -30,7 +30,7 @@ def _register():
     """Builds and registers the CPU targets; returns None or the reason."""
     return register_cpu_targets(
         "mmkeras_xla_ffi",
-        ["bindings/xla_ffi.cc", "cpu/flash_attention.cc"],
+        ["bindings/xla_ffi.cc"],
         {_FWD: "MmkerasAttentionForward", _BWD: "MmkerasAttentionBackward"},
         "the XLA FFI adapter",
     )
@@ -44,12 +44,22 @@ def _attrs(has_mask, is_causal, scale):
     )
 
 
+# Implementations ("path", a static argument of the custom_vjp):
+_CPU = "cpu"  # XLA FFI -> C++
+# The same, told that the inputs hold bfloat16 values: the C++ forward may
+# multiply in bfloat16 (AttentionProblem::bf16_products).
+_CPU_BF16 = "cpu-bf16"
+_GPU = "gpu"  # Pallas compiled for the GPU (Triton)
+_INTERPRET = "interpret"  # the Pallas kernels in Pallas' interpreter
+_GPU_PLATFORMS = frozenset({"gpu", "cuda", "rocm"})
+
+
 def _mask_operand(mask):
     # The handler signature always takes a mask; `has_mask=0` ignores it.
     return jnp.ones((1, 1, 1, 1), jnp.bool_) if mask is None else mask
 
 
-def _forward_call(q, k, v, mask, has_mask, is_causal, scale):
+def _forward_call(q, k, v, mask, has_mask, is_causal, scale, bf16_products):
     # `mask` is always an array: the placeholder of `_mask_operand` when
     # `has_mask` is False.
     lse_shape = q.shape[:-3] + (q.shape[-2], q.shape[-3])
@@ -61,7 +71,8 @@ def _forward_call(q, k, v, mask, has_mask, is_causal, scale):
         ),
         vmap_method="broadcast_all",
     )
-    return call(q, k, v, mask, **_attrs(has_mask, is_causal, scale))
+    return call(q, k, v, mask, bf16_products=np.int64(bf16_products),
+                **_attrs(has_mask, is_causal, scale))
 
 
 def _backward_call(q, k, v, mask, out, lse, dout, has_mask, is_causal,
@@ -78,12 +89,6 @@ def _backward_call(q, k, v, mask, out, lse, dout, has_mask, is_causal,
     return call(q, k, v, mask, out, lse, dout,
                 **_attrs(has_mask, is_causal, scale))
 
-
-# Implementations ("path", a static argument of the custom_vjp):
-_CPU = "cpu"  # XLA FFI -> C++
-_GPU = "gpu"  # Pallas compiled for the GPU (Triton)
-_INTERPRET = "interpret"  # the Pallas kernels in Pallas' interpreter
-_GPU_PLATFORMS = frozenset({"gpu", "cuda", "rocm"})
 
 # Test hook: a path that replaces the platform's choice (e.g. "interpret" to
 # run the GPU kernels through the op layer on a CPU-only machine).
@@ -108,9 +113,10 @@ def _local_calls(path, has_mask, is_causal, scale):
     placeholder of `_mask_operand` when `has_mask` is False. Cached, so each
     configuration gets one partitioned wrapper (`jax_sharding`)."""
 
-    if path == _CPU:
+    if path in (_CPU, _CPU_BF16):
         def forward(q, k, v, mask):
-            return _forward_call(q, k, v, mask, has_mask, is_causal, scale)
+            return _forward_call(q, k, v, mask, has_mask, is_causal, scale,
+                                 path == _CPU_BF16)
 
         def backward(q, k, v, mask, out, lse, dout):
             return _backward_call(q, k, v, mask, out, lse, dout, has_mask,
@@ -192,11 +198,13 @@ def unavailable_reason(query):
     return reason if path is None else _path_reason(path)
 
 
-def attention(query, key, value, mask, is_causal, scale):
+def attention(query, key, value, mask, is_causal, scale, bf16_products=False):
     path, reason = _path(query)
     reason = reason or _path_reason(path)
     if reason:
         raise RuntimeError(reason)
+    if path == _CPU and bf16_products:
+        path = _CPU_BF16
     return _attention(
         query, key, value, mask, bool(is_causal), float(scale), path
     )

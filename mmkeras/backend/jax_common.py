@@ -4,6 +4,7 @@ import ctypes
 
 import jax
 
+from mmkeras.backend import BuildFailure
 from mmkeras.backend import build
 
 
@@ -15,6 +16,11 @@ def platforms(array):
     return {d.platform for d in array.devices()}
 
 
+def compile_flags():
+    """Compiler flags of an XLA FFI handler library."""
+    return [f"-I{jax.ffi.include_dir()}"]
+
+
 def register_cpu_targets(library, sources, targets, what):
     """Builds the XLA FFI handlers of `sources` into `library` (once; cached
     by `build`) and registers them as CPU custom-call targets; `targets` maps
@@ -24,14 +30,14 @@ def register_cpu_targets(library, sources, targets, what):
         path = build.build_library(
             library,
             sources,
-            cflags=[f"-I{jax.ffi.include_dir()}"],
+            cflags=compile_flags(),
             tag=f"jaxlib-{jax.__version__}",
         )
+        lib = ctypes.CDLL(str(path))
+        for name, symbol in targets.items():
+            jax.ffi.register_ffi_target(
+                name, jax.ffi.pycapsule(getattr(lib, symbol)), platform="cpu"
+            )
     except Exception as e:  # noqa: BLE001  any failure disables the adapter
-        return f"could not build {what}: {e}"
-    lib = ctypes.CDLL(str(path))
-    for name, symbol in targets.items():
-        jax.ffi.register_ffi_target(
-            name, jax.ffi.pycapsule(getattr(lib, symbol)), platform="cpu"
-        )
+        return BuildFailure(f"could not build or load {what}: {e}")
     return None

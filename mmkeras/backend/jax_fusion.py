@@ -33,11 +33,7 @@ def _register():
     """Builds and registers the CPU targets; returns None or the reason."""
     return register_cpu_targets(
         "mmkeras_xla_ffi_fusion",
-        [
-            "bindings/xla_ffi_fusion.cc",
-            "cpu/fusion.cc",
-            "cpu/contrastive.cc",
-        ],
+        ["bindings/xla_ffi_fusion.cc"],
         _TARGETS,
         "the XLA FFI fusion adapter",
     )

@@ -18,7 +18,7 @@ def _load():
     """Returns `(ops_module, None)` or `(None, reason)`."""
     return load_op_library(
         "mmkeras_tf_ops",
-        ["bindings/tf_ops.cc", "cpu/flash_attention.cc"],
+        ["bindings/tf_ops.cc"],
         "the TensorFlow op",
     )
 
@@ -27,14 +27,16 @@ def unavailable_reason(query):
     return cpu_only_reason(query, _load, "the TensorFlow native kernel runs")
 
 
-def attention(query, key, value, mask, is_causal, scale):
+def attention(query, key, value, mask, is_causal, scale, bf16_products=False):
     ops = loaded_ops(_load)
     attrs = dict(has_mask=mask is not None, causal=bool(is_causal), scale=scale)
     mask_operand = tf.ones((1, 1, 1, 1), tf.bool) if mask is None else mask
 
     @tf.custom_gradient
     def run(q, k, v):
-        out, lse = ops.mmkeras_attention_forward(q, k, v, mask_operand, **attrs)
+        out, lse = ops.mmkeras_attention_forward(
+            q, k, v, mask_operand, bf16_products=bool(bf16_products), **attrs
+        )
 
         def grad(dout):
             return ops.mmkeras_attention_backward(

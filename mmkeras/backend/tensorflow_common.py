@@ -3,7 +3,16 @@ custom-op libraries, and the reasons a CPU-only op cannot take a call."""
 
 import tensorflow as tf
 
+from mmkeras.backend import BuildFailure
 from mmkeras.backend import build
+
+
+def compile_flags():
+    """Compiler flags of a TensorFlow custom-op library."""
+    # TensorFlow's bundled Eigen does not compile with AVX512-FP16
+    # (PacketMathFP16.h), which -march=native in CXXFLAGS turns on for
+    # Sapphire Rapids and newer; the adapter has no use for it.
+    return [*tf.sysconfig.get_compile_flags(), "-mno-avx512fp16"]
 
 
 def load_op_library(name, sources, what):
@@ -14,13 +23,13 @@ def load_op_library(name, sources, what):
         path = build.build_library(
             name,
             sources,
-            cflags=tf.sysconfig.get_compile_flags(),
+            cflags=compile_flags(),
             ldflags=tf.sysconfig.get_link_flags(),
             tag=f"tensorflow-{tf.__version__}",
         )
         return tf.load_op_library(str(path)), None
     except Exception as e:  # noqa: BLE001  any failure disables the adapter
-        return None, f"could not build or load {what}: {e}"
+        return None, BuildFailure(f"could not build or load {what}: {e}")
 
 
 def loaded_ops(load):

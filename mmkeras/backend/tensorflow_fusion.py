@@ -19,11 +19,7 @@ def _load():
     """Returns `(ops_module, None)` or `(None, reason)`."""
     return load_op_library(
         "mmkeras_tf_ops_fusion",
-        [
-            "bindings/tf_ops_fusion.cc",
-            "cpu/fusion.cc",
-            "cpu/contrastive.cc",
-        ],
+        ["bindings/tf_ops_fusion.cc"],
         "the TensorFlow fusion ops",
     )
 

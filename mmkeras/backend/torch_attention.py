@@ -23,6 +23,7 @@ def attention_fwd(
     mask: Optional[torch.Tensor],
     is_causal: bool,
     scale: float,
+    bf16_products: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     out, lse = cpu_kernels().attention_forward(
         as_numpy(q),
@@ -31,12 +32,13 @@ def attention_fwd(
         as_numpy_or_none(mask),
         is_causal,
         scale,
+        bf16_products,
     )
     return torch.from_numpy(out), torch.from_numpy(lse)
 
 
 @attention_fwd.register_fake
-def _(q, k, v, mask, is_causal, scale):
+def _(q, k, v, mask, is_causal, scale, bf16_products=False):
     B, T, N, _ = q.shape
     return torch.empty_like(q), q.new_empty((B, N, T), dtype=torch.float32)
 
@@ -73,7 +75,7 @@ def _(q, k, v, out, lse, dout, mask, is_causal, scale):
 
 
 def _setup_context(ctx, inputs, output):
-    q, k, v, mask, is_causal, scale = inputs
+    q, k, v, mask, is_causal, scale, *_ = inputs
     out, lse = output
     save_with_lse(ctx, (q, k, v, mask, out), lse, is_causal=is_causal,
                   scale=scale)
@@ -84,7 +86,7 @@ def _backward(ctx, dout, _dlse):
     dq, dk, dv = attention_bwd(
         q, k, v, out, lse, dout, mask, ctx.is_causal, ctx.scale
     )
-    return dq, dk, dv, None, None, None
+    return dq, dk, dv, None, None, None, None
 
 
 attention_fwd.register_autograd(_backward, setup_context=_setup_context)
@@ -96,12 +98,13 @@ def unavailable_reason(query):
     )
 
 
-def attention(query, key, value, mask, is_causal, scale):
+def attention(query, key, value, mask, is_causal, scale, bf16_products=False):
     if query.device.type == "cuda":
         from mmkeras.triton_kernels import torch_ops
 
         return torch_ops.attention(query, key, value, mask, is_causal, scale)
-    out, _ = attention_fwd(query, key, value, mask, is_causal, float(scale))
+    out, _ = attention_fwd(query, key, value, mask, is_causal, float(scale),
+                           bool(bf16_products))
     return out
 
 

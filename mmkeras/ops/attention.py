@@ -129,10 +129,15 @@ class FusedAttention(keras.Operation):
                 query, key, value, mask, self.is_causal, scale
             )
         dtype = keras.backend.standardize_dtype(query.dtype)
-        # The kernels compute in float32; low-precision inputs are cast here
-        # so that gradients flow back through the casts in their dtype.
+        # The kernels take float32; low-precision inputs are cast here so
+        # that gradients flow back through the casts in their dtype. Cast
+        # from bfloat16, the values are still bfloat16 ones, which the CPU
+        # forward then multiplies in bfloat16 where the CPU can.
         q, k, v = (ops.cast(x, "float32") for x in (query, key, value))
-        out = module.attention(q, k, v, mask, self.is_causal, scale)
+        bf16 = all(keras.backend.standardize_dtype(x.dtype) == "bfloat16"
+                   for x in (query, key, value))
+        out = module.attention(q, k, v, mask, self.is_causal, scale,
+                               bf16_products=bf16)
         return ops.cast(out, dtype)
 
 

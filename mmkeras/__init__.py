@@ -11,6 +11,7 @@ from mmkeras import _backend_check  # isort: skip
 
 _backend_check.check()  # before Keras fails on a missing framework
 
+from mmkeras.acceleration import accelerate
 from mmkeras import distribution
 from mmkeras import kernels
 from mmkeras import layers
@@ -25,4 +26,4 @@ for _family in kernels.FAMILIES:
     kernels.backend_glue(family=_family)
 del _family
 
-__all__ = ["distribution", "kernels", "layers", "losses", "models", "ops", "__version__"]
+__all__ = ["accelerate", "distribution", "kernels", "layers", "losses", "models", "ops", "__version__"]

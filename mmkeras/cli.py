@@ -84,12 +84,13 @@ def bench(args):
     """Runs the kernel benchmarks and prints their tables."""
     from mmkeras.benchmarks import attention
 
-    argv = ["--lengths", args.lengths, "--repeats", str(args.repeats),
-            "--backends", args.backends]
+    argv = ["--repeats", str(args.repeats), "--backends", args.backends]
     if args.plot:
         argv += ["--plot", args.plot]
     if args.which in ("attention", "all"):
-        attention.main(argv + ["--memory-length", str(args.memory_length)])
+        attention.main(argv + ["--memory-length", str(args.memory_length),
+                               "--shapes", args.shapes,
+                               "--dtypes", args.dtypes])
     if args.which in ("fusion", "all"):
         from mmkeras.benchmarks import fusion
 
@@ -149,8 +150,11 @@ def build_parser():
     p_bench.add_argument("which", nargs="?", default="attention",
                          choices=["attention", "fusion", "all"])
     p_bench.add_argument("--backends", default="tensorflow,jax,torch")
-    p_bench.add_argument("--lengths", default="512,2048,4096",
-                         help="comma-separated T = S of the attention runs")
+    p_bench.add_argument("--shapes", default="1x512,1x2048,1x4096,8x256",
+                         help="comma-separated BxT (batch x T = S) of the "
+                         "attention runs")
+    p_bench.add_argument("--dtypes", default="float32,bfloat16",
+                         help="comma-separated dtypes of the attention runs")
     p_bench.add_argument("--repeats", type=_positive_int, default=5)
     p_bench.add_argument("--memory-length", type=int, default=16384,
                          help="T = S of the memory check (0 skips it)")

@@ -46,8 +46,10 @@ py::tuple forward(const F32& q, const F32& k, const F32& v,
 
 py::tuple backward(const F32& q, const F32& k, const F32& v, const F32& out,
                    const F32& lse, const F32& dout,
-                   const std::optional<Bool>& mask, bool causal, float scale) {
+                   const std::optional<Bool>& mask, bool causal, float scale,
+                   bool bf16_products) {
   auto p = problem(q, k, v, mask, causal, scale);
+  p.bf16_products = bf16_products;
   if (dims(out) != dims(q) || dims(dout) != dims(q) ||
       lse.size() != p.B * p.N * p.T)
     throw std::invalid_argument("out, dout or lse shape does not match query");
@@ -78,7 +80,8 @@ PYBIND11_MODULE(_cpu_kernels, m) {
   m.def("attention_backward", &backward, py::arg("q"), py::arg("k"),
         py::arg("v"), py::arg("out"), py::arg("lse"), py::arg("dout"),
         py::arg("mask") = py::none(), py::arg("causal") = false,
-        py::arg("scale") = 1.0f, "Returns (dq, dk, dv).");
+        py::arg("scale") = 1.0f, py::arg("bf16_products") = false,
+        "Returns (dq, dk, dv).");
   m.def("num_threads", &mmkeras::num_threads);
   m.def("isa", &mmkeras::active_isa,
         "The ISA level the kernels run (MMKERAS_CPU_ISA, else the best this "

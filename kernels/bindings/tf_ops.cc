@@ -45,7 +45,7 @@ struct Attrs {
   bool has_mask = false;
   bool causal = false;
   float scale = 1.0f;
-  bool bf16_products = false;  // read by the forward only
+  bool bf16_products = false;
 };
 
 // Throws std::invalid_argument when the inputs do not fit.
@@ -67,6 +67,7 @@ void Forward(tf::OpKernelContext* ctx, const Attrs& a) {
 
 void Backward(tf::OpKernelContext* ctx, const Attrs& a) {
   auto p = problem(ctx, a);
+  p.bf16_products = a.bf16_products;
   if (ctx->input(4).shape() != ctx->input(0).shape() ||
       ctx->input(6).shape() != ctx->input(0).shape() ||
       ctx->input(5).NumElements() != p.B * p.N * p.T)

@@ -36,9 +36,10 @@ ffi::Error Forward(F32 q, F32 k, F32 v, Pred mask, Out out, Out lse,
 
 ffi::Error Backward(F32 q, F32 k, F32 v, Pred mask, F32 out, F32 lse,
                     F32 dout, Out dq, Out dk, Out dv, HasMask has_mask,
-                    Causal causal, Scale scale) {
+                    Causal causal, Scale scale, Bf16Products bf16_products) {
   return guarded([&] {
     auto p = problem(q, k, v, mask, has_mask, causal, scale);
+    p.bf16_products = *bf16_products != 0;
     mmkeras::attention_backward(p, q.typed_data(), k.typed_data(),
                                 v.typed_data(), out.typed_data(),
                                 lse.typed_data(), dout.typed_data(),

@@ -132,23 +132,129 @@ struct Fp32Products {
                          int64_t cols) {
     accumulate_rows(o, Hp, pbuf, pk.vr_rows(bk, j0), Hp, cols);
   }
+
+  // The backward's operands.
+  using BwdPacked = PackedKV;
+  static BwdPacked pack_backward(const AttentionProblem& p, const float* k,
+                                 const float* v) {
+    BwdPacked pk(p, /*transposed_v=*/true, /*rows_k=*/true);
+    pack_kv(p, k, v, pk);
+    return pk;
+  }
+  // q pre-scaled to base-2 logits and dO, by row (B * N * Tp rows of Hp).
+  struct Rows {
+    int64_t Hp;
+    Buffer q, dout;
+    Rows(int64_t rows, int64_t /*H*/, int64_t Hp)
+        : Hp(Hp), q(rows * Hp), dout(rows * Hp) {}
+    void set(int64_t row, const float* q_src, const float* dout_src,
+             int64_t H, float qscale) {
+      for (int64_t h = 0; h < H; ++h) {
+        q.ptr[row * Hp + h] = q_src[h] * qscale;
+        dout.ptr[row * Hp + h] = dout_src[h];
+      }
+    }
+  };
+  static void bwd_scores(const Rows& rw, const BwdPacked& pk, int64_t row0,
+                         int64_t bk, int64_t kb, int64_t H, float /*qscale*/,
+                         float* s) {
+    dot_tile(rw.q.ptr + row0 * rw.Hp, rw.Hp, pk.kt_block(bk, kb, H), H, s);
+  }
+  static void bwd_dprobs(const Rows& rw, const BwdPacked& pk, int64_t row0,
+                         int64_t bk, int64_t kb, int64_t H, float* dp) {
+    dot_tile(rw.dout.ptr + row0 * rw.Hp, rw.Hp, pk.vt_block(bk, kb, H), H, dp);
+  }
+  // dQ rows += dS K (unscaled; the scale is applied in the reduction).
+  static void bwd_dq(const BwdPacked& pk, float* dq, int64_t Hp,
+                     const float* ds, int64_t bk, int64_t j0, int64_t cols) {
+    accumulate_rows(dq, Hp, ds, pk.kr_rows(bk, j0), Hp, cols);
+  }
+  // P and dS of a group of BQ query rows, transposed ([key][row]).
+  using GroupElem = float;
+  static constexpr int64_t kGroupStride = BQ;
+  static void transpose_into(GroupElem* dst, int64_t i0, const float* src) {
+    for (int r = 0; r < RT; ++r)
+      for (int64_t j = 0; j < BC; ++j) dst[j * BQ + i0 + r] = src[r * BC + j];
+  }
+  // acc[BC][Hp] += w^T rows, over the `rows` query rows of the group.
+  static void bwd_group(float* acc, int64_t Hp, const GroupElem* w,
+                        const Rows& rw, bool of_q, int64_t grow,
+                        int64_t rows) {
+    const Buffer& x = of_q ? rw.q : rw.dout;
+    accumulate_block(acc, Hp, w, x.ptr + grow * Hp, Hp, rows, BC);
+  }
+  // dK = scale * dS^T q = dS^T (q * scale * log2(e)) * ln(2).
+  static float dk_factor(const AttentionProblem&) { return kLn2; }
 };
 
 #if defined(__AVX512BF16__)
-// K^T tiles [H2][BC] with pairs along the head dim, and V rows [Sp/2][Hp]
-// with pairs along the keys: the operands of vdpbf16ps (vec.h).
+// The operands of vdpbf16ps (vec.h): K^T tiles [H2][BC] with pairs along
+// the head dim (scores), V rows [Sp/2][Hp] with pairs along the keys (P.V);
+// for the backward also V^T tiles like K's (dP = dO V^T) and K rows like
+// V's (dQ = dS K).
 struct PackedKVBf16 {
   int64_t H2, Hp, nkb, Sp;
   AlignedBuffer<BfPair> kt;  // (B*K, nkb, H2, BC)
+  AlignedBuffer<BfPair> vt;  // (B*K, nkb, H2, BC), backward only
+  AlignedBuffer<BfPair> kr;  // (B*K, Sp/2, Hp), backward only
   AlignedBuffer<BfPair> vr;  // (B*K, Sp/2, Hp)
-  explicit PackedKVBf16(const AttentionProblem& p)
+  PackedKVBf16(const AttentionProblem& p, bool backward)
       : H2(ceil_div(p.H, 2)),
         Hp(round_up(p.H, kLanes)),
         nkb(ceil_div(p.S, BC)),
         Sp(nkb * BC),
         kt(p.B * p.K * nkb * H2 * BC),
+        vt(backward ? p.B * p.K * nkb * H2 * BC : 0),
+        kr(backward ? p.B * p.K * (Sp / 2) * Hp : 0),
         vr(p.B * p.K * (Sp / 2) * Hp) {}
+  const BfPair* kt_block(int64_t bk, int64_t kb) const {
+    return kt.ptr + (bk * nkb + kb) * H2 * BC;
+  }
+  const BfPair* vt_block(int64_t bk, int64_t kb) const {
+    return vt.ptr + (bk * nkb + kb) * H2 * BC;
+  }
+  const BfPair* kr_rows(int64_t bk, int64_t j0) const {
+    return kr.ptr + (bk * (Sp / 2) + j0 / 2) * Hp;
+  }
+  const BfPair* vr_rows(int64_t bk, int64_t j0) const {
+    return vr.ptr + (bk * (Sp / 2) + j0 / 2) * Hp;
+  }
 };
+
+void pack_kv_bf16(const AttentionProblem& p, const float* k, const float* v,
+                  PackedKVBf16& pk) {
+  const int64_t H = p.H, K = p.K, S = p.S, H2 = pk.H2, Hp = pk.Hp;
+  parallel_for(p.B * K * pk.nkb, [&](int64_t task) {
+    const int64_t bk = task / pk.nkb, kb = task % pk.nkb;
+    const int64_t b = bk / K, kvh = bk % K;
+    const int64_t j0 = kb * BC, cols = std::min(BC, S - j0);
+    auto row = [&](const float* x, int64_t j) {
+      return x + ((b * S + j0 + j) * K + kvh) * H;
+    };
+    // Pairs along the head dim: tile[h2][j] = (x[j][2 h2], x[j][2 h2 + 1]).
+    auto transposed = [&](const float* x, BfPair* tile) {
+      for (int64_t j = 0; j < cols; ++j) {
+        const float* xr = row(x, j);
+        for (int64_t h2 = 0; h2 < H2; ++h2)
+          tile[h2 * BC + j] =
+              bf16_pair(xr[2 * h2], 2 * h2 + 1 < H ? xr[2 * h2 + 1] : 0.0f);
+      }
+    };
+    // Pairs along the keys: rows[jp][h] = (x[2 jp][h], x[2 jp + 1][h]).
+    auto by_key_pairs = [&](const float* x, BfPair* rows) {
+      for (int64_t jp = 0; 2 * jp < cols; ++jp) {
+        const float* x0 = row(x, 2 * jp);
+        const float* x1 = 2 * jp + 1 < cols ? row(x, 2 * jp + 1) : nullptr;
+        for (int64_t h = 0; h < H; ++h)
+          rows[jp * Hp + h] = bf16_pair(x0[h], x1 ? x1[h] : 0.0f);
+      }
+    };
+    transposed(k, pk.kt.ptr + (bk * pk.nkb + kb) * H2 * BC);
+    by_key_pairs(v, pk.vr.ptr + (bk * (pk.Sp / 2) + j0 / 2) * Hp);
+    if (pk.vt.ptr) transposed(v, pk.vt.ptr + (bk * pk.nkb + kb) * H2 * BC);
+    if (pk.kr.ptr) by_key_pairs(k, pk.kr.ptr + (bk * (pk.Sp / 2) + j0 / 2) * Hp);
+  });
+}
 
 // Products in bfloat16 with float32 accumulation, for bfloat16 inputs (so
 // q, k and v convert exactly; only the probabilities are rounded). Scores
@@ -158,30 +264,8 @@ struct Bf16Products {
   using Packed = PackedKVBf16;
   static Packed pack(const AttentionProblem& p, const float* k,
                      const float* v) {
-    Packed pk(p);
-    const int64_t H = p.H, K = p.K, S = p.S, H2 = pk.H2, Hp = pk.Hp;
-    parallel_for(p.B * K * pk.nkb, [&](int64_t task) {
-      const int64_t bk = task / pk.nkb, kb = task % pk.nkb;
-      const int64_t b = bk / K, kvh = bk % K;
-      const int64_t j0 = kb * BC, cols = std::min(BC, S - j0);
-      auto row = [&](const float* x, int64_t j) {
-        return x + ((b * S + j0 + j) * K + kvh) * H;
-      };
-      BfPair* kt = pk.kt.ptr + (bk * pk.nkb + kb) * H2 * BC;
-      for (int64_t j = 0; j < cols; ++j) {
-        const float* kr = row(k, j);
-        for (int64_t h2 = 0; h2 < H2; ++h2)
-          kt[h2 * BC + j] =
-              bf16_pair(kr[2 * h2], 2 * h2 + 1 < H ? kr[2 * h2 + 1] : 0.0f);
-      }
-      BfPair* vr = pk.vr.ptr + (bk * (pk.Sp / 2) + j0 / 2) * Hp;
-      for (int64_t jp = 0; 2 * jp < cols; ++jp) {
-        const float* v0 = row(v, 2 * jp);
-        const float* v1 = 2 * jp + 1 < cols ? row(v, 2 * jp + 1) : nullptr;
-        for (int64_t h = 0; h < H; ++h)
-          vr[jp * Hp + h] = bf16_pair(v0[h], v1 ? v1[h] : 0.0f);
-      }
-    });
+    Packed pk(p, /*backward=*/false);
+    pack_kv_bf16(p, k, v, pk);
     return pk;
   }
   static int64_t row_len(int64_t H) { return ceil_div(H, 2); }
@@ -195,19 +279,89 @@ struct Bf16Products {
   static void scores(const Packed& pk, const BfPair* qs, int64_t /*H*/,
                      int64_t bk, int64_t kb, float qscale, float* s) {
     const int64_t H2 = pk.H2;
-    dot_tile_bf16(qs, H2, pk.kt.ptr + (bk * pk.nkb + kb) * H2 * BC, H2, s);
+    dot_tile_bf16(qs, H2, pk.kt_block(bk, kb), H2, s);
+    scale_tile(s, qscale);
+  }
+  static void scale_tile(float* s, float factor) {
     for (int64_t i = 0; i < RT * BC; i += kLanes)
-      store(s + i, load(s + i) * qscale);
+      store(s + i, load(s + i) * factor);
   }
   static void accumulate(const Packed& pk, float* o, int64_t Hp,
                          const float* pbuf, int64_t bk, int64_t j0,
                          int64_t cols) {
     alignas(64) BfPair pairs[RT * BC / 2];
     pairs_of_rows(pbuf, RT, pairs);
-    accumulate_rows_bf16(o, Hp, pairs,
-                         pk.vr.ptr + (bk * (pk.Sp / 2) + j0 / 2) * Hp, Hp,
-                         cols);
+    accumulate_rows_bf16(o, Hp, pairs, pk.vr_rows(bk, j0), Hp, cols);
   }
+
+  // The backward's operands: q (unscaled, exact) and dO (exact too: the
+  // gradient of a bfloat16 output) as pairs along the head dim for the
+  // score and dP tiles, and as pairs along the query rows for dK and dV.
+  using BwdPacked = PackedKVBf16;
+  static BwdPacked pack_backward(const AttentionProblem& p, const float* k,
+                                 const float* v) {
+    BwdPacked pk(p, /*backward=*/true);
+    pack_kv_bf16(p, k, v, pk);
+    return pk;
+  }
+  struct Rows {
+    int64_t H2, Hp;
+    AlignedBuffer<BfPair> q, dout;            // (rows, H2)
+    AlignedBuffer<uint16_t> q_rows, dout_rows;  // (rows / 2, Hp, 2)
+    Rows(int64_t rows, int64_t H, int64_t Hp)
+        : H2(ceil_div(H, 2)), Hp(Hp), q(rows * H2), dout(rows * H2),
+          q_rows(rows * Hp), dout_rows(rows * Hp) {}
+    void set(int64_t row, const float* q_src, const float* dout_src,
+             int64_t H, float /*qscale*/) {
+      Bf16Products::load_row(q_src, H, 0.0f, q.ptr + row * H2);
+      Bf16Products::load_row(dout_src, H, 0.0f, dout.ptr + row * H2);
+      uint16_t* qr = q_rows.ptr + ((row / 2) * Hp) * 2 + (row & 1);
+      uint16_t* dr = dout_rows.ptr + ((row / 2) * Hp) * 2 + (row & 1);
+      for (int64_t h = 0; h < H; ++h) {
+        qr[2 * h] = bf16_bits(q_src[h]);
+        dr[2 * h] = bf16_bits(dout_src[h]);
+      }
+    }
+  };
+  static void bwd_scores(const Rows& rw, const BwdPacked& pk, int64_t row0,
+                         int64_t bk, int64_t kb, int64_t /*H*/, float qscale,
+                         float* s) {
+    dot_tile_bf16(rw.q.ptr + row0 * rw.H2, rw.H2, pk.kt_block(bk, kb), rw.H2,
+                  s);
+    scale_tile(s, qscale);
+  }
+  static void bwd_dprobs(const Rows& rw, const BwdPacked& pk, int64_t row0,
+                         int64_t bk, int64_t kb, int64_t /*H*/, float* dp) {
+    dot_tile_bf16(rw.dout.ptr + row0 * rw.H2, rw.H2, pk.vt_block(bk, kb),
+                  rw.H2, dp);
+  }
+  static void bwd_dq(const BwdPacked& pk, float* dq, int64_t Hp,
+                     const float* ds, int64_t bk, int64_t j0, int64_t cols) {
+    alignas(64) BfPair pairs[RT * BC / 2];
+    pairs_of_rows(ds, RT, pairs);
+    accumulate_rows_bf16(dq, Hp, pairs, pk.kr_rows(bk, j0), Hp, cols);
+  }
+  // [row pair][key]: pairs along the group's query rows, which need no
+  // transpose (dV and dK read them with strides).
+  using GroupElem = BfPair;
+  static constexpr int64_t kGroupStride = BQ / 2;
+  static void transpose_into(GroupElem* dst, int64_t i0, const float* src) {
+    for (int r = 0; r < RT; r += 2)
+      for (int64_t j = 0; j < BC; j += kLanes) {
+        const VU pairs =
+            bf16_pairs(load(src + r * BC + j), load(src + (r + 1) * BC + j));
+        std::memcpy(dst + (i0 + r) / 2 * BC + j, &pairs, sizeof(pairs));
+      }
+  }
+  static void bwd_group(float* acc, int64_t Hp, const GroupElem* w,
+                        const Rows& rw, bool of_q, int64_t grow,
+                        int64_t rows) {
+    const uint16_t* x = (of_q ? rw.q_rows : rw.dout_rows).ptr + grow * Hp;
+    accumulate_block_bf16(acc, Hp, w, /*w_row=*/1, /*w_pair=*/BC,
+                          reinterpret_cast<const BfPair*>(x), Hp, rows, BC);
+  }
+  // q is unscaled here: dK = scale * dS^T q.
+  static float dk_factor(const AttentionProblem& p) { return p.scale; }
 };
 #endif
 
@@ -337,33 +491,24 @@ void attention_forward(const AttentionProblem& p, const float* q,
   forward<Fp32Products>(p, q, k, v, out, lse);
 }
 
-void attention_backward(const AttentionProblem& p, const float* q,
-                        const float* k, const float* v, const float* out,
-                        const float* lse, const float* dout, float* dq,
-                        float* dk, float* dv) {
-  check_problem(p);
+namespace {
+
+template <typename Products>
+void backward(const AttentionProblem& p, const float* q, const float* k,
+              const float* v, const float* out, const float* lse,
+              const float* dout, float* dq, float* dk, float* dv) {
   const int64_t B = p.B, T = p.T, S = p.S, N = p.N, K = p.K, H = p.H;
   const int64_t G = N / K;
-  poison(dq, B * T * N * H);
-  poison(dk, B * S * K * H);
-  poison(dv, B * S * K * H);
-  if (B == 0 || T == 0 || S == 0) {
-    std::fill(dq, dq + B * T * N * H, 0.0f);
-    std::fill(dk, dk + B * S * K * H, 0.0f);
-    std::fill(dv, dv + B * S * K * H, 0.0f);
-    return;
-  }
-  PackedKV pk(p, /*transposed_v=*/true, /*rows_k=*/true);
-  pack_kv(p, k, v, pk);
+  const typename Products::BwdPacked pk = Products::pack_backward(p, k, v);
   const int64_t Hp = pk.Hp, nkb = pk.nkb;
   const int64_t Tp = round_up(T, RT);
   const float qscale = p.scale * kLog2e;
 
-  // Per (b, n): q scaled to base-2 logits, dO, both padded to Hp; the log2
-  // logsumexp; D = rowsum(dO * O). Padding rows past T stay zero and are
-  // marked dead with lse2 = +inf.
-  Buffer qp(B * N * Tp * Hp), dop(B * N * Tp * Hp), lse2(B * N * Tp),
-      dsum(B * N * Tp);
+  // Per (b, n): the operand rows of q and dO (Products::Rows), padded; the
+  // log2 logsumexp; D = rowsum(dO * O). Padding rows past T stay zero and
+  // are marked dead with lse2 = +inf.
+  typename Products::Rows rows(B * N * Tp, H, Hp);
+  Buffer lse2(B * N * Tp), dsum(B * N * Tp);
   parallel_for(B * N, [&](int64_t bn) {
     const int64_t b = bn / N, n = bn % N;
     for (int64_t t = 0; t < Tp; ++t) {
@@ -374,11 +519,8 @@ void attention_backward(const AttentionProblem& p, const float* q,
       }
       const int64_t src = ((b * T + t) * N + n) * H;
       float d = 0.0f;
-      for (int64_t h = 0; h < H; ++h) {
-        qp.ptr[row * Hp + h] = q[src + h] * qscale;
-        dop.ptr[row * Hp + h] = dout[src + h];
-        d += dout[src + h] * out[src + h];
-      }
+      for (int64_t h = 0; h < H; ++h) d += dout[src + h] * out[src + h];
+      rows.set(row, q + src, dout + src, H, qscale);
       dsum.ptr[row] = d;
       lse2.ptr[row] = lse[bn * T + t] * kLog2e;
     }
@@ -406,17 +548,15 @@ void attention_backward(const AttentionProblem& p, const float* q,
     // dK take them as register-tiled products (dV += P^T dO, dK += dS^T Q),
     // so their accumulators are loaded and stored once per group instead of
     // once per RT rows.
-    alignas(64) float pt[BC * BQ];
-    alignas(64) float dst[BC * BQ];
+    using GroupElem = typename Products::GroupElem;
+    alignas(64) GroupElem pt[BC * Products::kGroupStride];
+    alignas(64) GroupElem dst[BC * Products::kGroupStride];
     alignas(64) float dk_acc[BC * 256];
     alignas(64) float dv_acc[BC * 256];
     const int64_t kb_lo = chunk * kb_per_chunk;
     const int64_t kb_hi = std::min(nkb, kb_lo + kb_per_chunk);
     for (int64_t kb = kb_lo; kb < kb_hi; ++kb) {
       const int64_t j0 = kb * BC, cols = std::min(BC, S - j0);
-      const float* kt = pk.kt_block(bk, kb, H);
-      const float* vt = pk.vt_block(bk, kb, H);
-      const float* kr = pk.kr_rows(bk, j0);
       std::fill(dk_acc, dk_acc + BC * Hp, 0.0f);
       std::fill(dv_acc, dv_acc + BC * Hp, 0.0f);
       for (int64_t n = kvh * G; n < (kvh + 1) * G; ++n) {
@@ -427,8 +567,8 @@ void attention_backward(const AttentionProblem& p, const float* q,
           bool any_group = false;
           for (int64_t r0 = g0; r0 < g0 + group_rows; r0 += RT) {
             const int64_t row0 = bn * Tp + r0;
-            dot_tile(qp.ptr + row0 * Hp, Hp, kt, H, sbuf);
-            dot_tile(dop.ptr + row0 * Hp, Hp, vt, H, dpbuf);
+            Products::bwd_scores(rows, pk, row0, bk, kb, H, qscale, sbuf);
+            Products::bwd_dprobs(rows, pk, row0, bk, kb, H, dpbuf);
             bool any_row = false;
             for (int r = 0; r < RT; ++r) {
               const int64_t t = r0 + r;
@@ -453,31 +593,26 @@ void attention_backward(const AttentionProblem& p, const float* q,
                       pv * (load(dpbuf + r * BC + c * kLanes) - d));
               }
             }
-            // dQ rows += dS K (unscaled; scale applied in the reduction).
             if (any_row)
-              accumulate_rows(dqc + row0 * Hp, Hp, dsbuf, kr, Hp, cols);
+              Products::bwd_dq(pk, dqc + row0 * Hp, Hp, dsbuf, bk, j0, cols);
             any_group |= any_row;
-            const int64_t i0 = r0 - g0;
-            for (int r = 0; r < RT; ++r)
-              for (int64_t j = 0; j < BC; ++j) {
-                pt[j * BQ + i0 + r] = pbuf[r * BC + j];
-                dst[j * BQ + i0 + r] = dsbuf[r * BC + j];
-              }
+            Products::transpose_into(pt, r0 - g0, pbuf);
+            Products::transpose_into(dst, r0 - g0, dsbuf);
           }
           if (!any_group) continue;
           const int64_t grow = bn * Tp + g0;
-          accumulate_block(dv_acc, Hp, pt, dop.ptr + grow * Hp, Hp,
-                           group_rows, BC);
-          accumulate_block(dk_acc, Hp, dst, qp.ptr + grow * Hp, Hp,
-                           group_rows, BC);
+          Products::bwd_group(dv_acc, Hp, pt, rows, /*of_q=*/false, grow,
+                              group_rows);
+          Products::bwd_group(dk_acc, Hp, dst, rows, /*of_q=*/true, grow,
+                              group_rows);
         }
       }
-      // qp holds q * scale * log2(e); dK = scale * dS^T q = dS^T qp / log2(e).
+      const float dk_factor = Products::dk_factor(p);
       for (int64_t j = 0; j < cols; ++j) {
-        const int64_t dst = ((b * S + j0 + j) * K + kvh) * H;
+        const int64_t dst_row = ((b * S + j0 + j) * K + kvh) * H;
         for (int64_t h = 0; h < H; ++h) {
-          dk[dst + h] = dk_acc[j * Hp + h] * kLn2;
-          dv[dst + h] = dv_acc[j * Hp + h];
+          dk[dst_row + h] = dk_acc[j * Hp + h] * dk_factor;
+          dv[dst_row + h] = dv_acc[j * Hp + h];
         }
       }
     }
@@ -494,6 +629,30 @@ void attention_backward(const AttentionProblem& p, const float* q,
       }
     }
   });
+}
+
+}  // namespace
+
+void attention_backward(const AttentionProblem& p, const float* q,
+                        const float* k, const float* v, const float* out,
+                        const float* lse, const float* dout, float* dq,
+                        float* dk, float* dv) {
+  check_problem(p);
+  const int64_t B = p.B, T = p.T, S = p.S, N = p.N, K = p.K, H = p.H;
+  poison(dq, B * T * N * H);
+  poison(dk, B * S * K * H);
+  poison(dv, B * S * K * H);
+  if (B == 0 || T == 0 || S == 0) {
+    std::fill(dq, dq + B * T * N * H, 0.0f);
+    std::fill(dk, dk + B * S * K * H, 0.0f);
+    std::fill(dv, dv + B * S * K * H, 0.0f);
+    return;
+  }
+#if defined(__AVX512BF16__)
+  if (p.bf16_products)
+    return backward<Bf16Products>(p, q, k, v, out, lse, dout, dq, dk, dv);
+#endif
+  backward<Fp32Products>(p, q, k, v, out, lse, dout, dq, dk, dv);
 }
 
 }  // namespace MMKERAS_ISA

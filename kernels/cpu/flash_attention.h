@@ -33,10 +33,11 @@ struct AttentionProblem {
   int64_t B = 0, T = 0, S = 0, N = 0, K = 0, H = 0;
   float scale = 1.0f;
   bool causal = false;  // query t attends key s iff s <= t (top-left aligned)
-  // The inputs are bfloat16 values: the forward may multiply in bfloat16
-  // with float32 accumulation (exact for q, k, v; the probabilities are
-  // rounded to bfloat16 before P.V), which it does where the CPU has
-  // AVX512-BF16 (the avx512bf16 ISA level). Elsewhere it computes in float32.
+  // q, k, v (and, in the backward, dout) hold bfloat16 values: the kernels
+  // may multiply in bfloat16 with float32 accumulation (exact for those
+  // inputs; the probabilities and dS are rounded to bfloat16 before they
+  // are multiplied), which they do where the CPU has AVX512-BF16 (the
+  // avx512bf16 ISA level). Elsewhere they compute in float32.
   bool bf16_products = false;
   MaskView mask;
 };

@@ -253,7 +253,6 @@ inline void accumulate_rows(float* acc, int64_t acc_stride, const float* w,
 // Operands travel as pairs: a BfPair holds two bfloat16 values, the one of
 // the lower index in the low half, so a vector of 16 pairs is one vdpbf16ps
 // operand and one pair broadcast to all lanes is the other.
-constexpr bool kHasBf16 = true;
 typedef uint32_t BfPair;
 
 // x rounded to the nearest bfloat16 (ties to even); finite x.
@@ -276,6 +275,18 @@ inline void pairs_of_rows(const float* w, int rows, BfPair* out) {
           _mm512_loadu_ps(w + r * kBlock + c));
       _mm512_storeu_si512(out + r * (kBlock / 2) + c / 2, (__m512i)v);
     }
+}
+
+// Pairs (lo[i], hi[i]) of two float vectors rounded to bfloat16 (nearest,
+// ties to even; finite values), as kLanes BfPairs.
+typedef uint32_t VU __attribute__((vector_size(kLanes * sizeof(uint32_t))));
+inline VU bf16_pairs(VF lo, VF hi) {
+  VU a, b;
+  std::memcpy(&a, &lo, sizeof(a));
+  std::memcpy(&b, &hi, sizeof(b));
+  a = (a + 0x7fffu + ((a >> 16) & 1u)) >> 16;
+  b = (b + 0x7fffu + ((b >> 16) & 1u)) & 0xffff0000u;
+  return a | b;
 }
 
 inline __m512bh bf16_splat(BfPair x) {
@@ -312,12 +323,13 @@ inline void dot_tile_bf16(const BfPair* x, int64_t x_stride,
     dot_micro_bf16(x, x_stride, yt, H2, s, g);
 }
 
-// accumulate_chunk with bfloat16 products: w holds kTileRows rows of
-// kBlock / 2 pairs (pair jp: columns 2 jp and 2 jp + 1), `rows` the pairs of
-// rows [jp][Hp] (pair (jp, h): rows 2 jp and 2 jp + 1 at feature h).
+// accumulate_chunk with bfloat16 products: pair jp of row r of w (its
+// columns 2 jp and 2 jp + 1) is w[r * w_row + jp * w_pair]; `rows` holds
+// pairs of rows [jp][Hp] (pair (jp, h): rows 2 jp and 2 jp + 1 at feature h).
 template <int NV>
 inline void accumulate_chunk_bf16(float* acc, int64_t acc_stride,
-                                  const BfPair* w, const BfPair* rows,
+                                  const BfPair* w, int64_t w_row,
+                                  int64_t w_pair, const BfPair* rows,
                                   int64_t Hp, int64_t cols, int64_t h0) {
   __m512 a[kTileRows][NV];
   for (int r = 0; r < kTileRows; ++r)
@@ -329,7 +341,7 @@ inline void accumulate_chunk_bf16(float* acc, int64_t acc_stride,
       rv[c] = (__m512bh)_mm512_loadu_si512(rows + jp * Hp + h0 + c * kLanes);
 #pragma GCC unroll 4
     for (int r = 0; r < kTileRows; ++r) {
-      const __m512bh wv = bf16_splat(w[r * (kBlock / 2) + jp]);
+      const __m512bh wv = bf16_splat(w[r * w_row + jp * w_pair]);
       for (int c = 0; c < NV; ++c) a[r][c] = _mm512_dpbf16_ps(a[r][c], wv, rv[c]);
     }
   }
@@ -338,22 +350,38 @@ inline void accumulate_chunk_bf16(float* acc, int64_t acc_stride,
       _mm512_storeu_ps(acc + r * acc_stride + h0 + c * kLanes, a[r][c]);
 }
 
-// accumulate_rows with bfloat16 products (kTileRows rows of acc and w).
+// accumulate_block with bfloat16 products: `nrows` (a multiple of
+// kTileRows) rows of acc and of w (strides as in accumulate_chunk_bf16).
+inline void accumulate_block_bf16(float* acc, int64_t acc_stride,
+                                  const BfPair* w, int64_t w_row,
+                                  int64_t w_pair, const BfPair* rows,
+                                  int64_t Hp, int64_t cols, int64_t nrows) {
+  int64_t h0 = 0;
+  for (; h0 + kGroup * kLanes <= Hp; h0 += kGroup * kLanes)
+    for (int64_t r0 = 0; r0 < nrows; r0 += kTileRows)
+      accumulate_chunk_bf16<kGroup>(acc + r0 * acc_stride, acc_stride,
+                                    w + r0 * w_row, w_row, w_pair, rows, Hp,
+                                    cols, h0);
+  const int rest = static_cast<int>((Hp - h0) / kLanes);  // < kGroup vectors
+  for (int64_t r0 = 0; r0 < nrows && rest > 0; r0 += kTileRows) {
+    float* a = acc + r0 * acc_stride;
+    const BfPair* wr = w + r0 * w_row;
+    switch (rest) {
+      case 3: accumulate_chunk_bf16<3>(a, acc_stride, wr, w_row, w_pair, rows, Hp, cols, h0); break;
+      case 2: accumulate_chunk_bf16<2>(a, acc_stride, wr, w_row, w_pair, rows, Hp, cols, h0); break;
+      case 1: accumulate_chunk_bf16<1>(a, acc_stride, wr, w_row, w_pair, rows, Hp, cols, h0); break;
+      default: break;
+    }
+  }
+}
+
+// kTileRows rows of acc and of w, w's rows kBlock / 2 contiguous pairs.
 inline void accumulate_rows_bf16(float* acc, int64_t acc_stride,
                                  const BfPair* w, const BfPair* rows,
                                  int64_t Hp, int64_t cols) {
-  int64_t h0 = 0;
-  for (; h0 + kGroup * kLanes <= Hp; h0 += kGroup * kLanes)
-    accumulate_chunk_bf16<kGroup>(acc, acc_stride, w, rows, Hp, cols, h0);
-  switch ((Hp - h0) / kLanes) {  // < kGroup vectors left
-    case 3: accumulate_chunk_bf16<3>(acc, acc_stride, w, rows, Hp, cols, h0); break;
-    case 2: accumulate_chunk_bf16<2>(acc, acc_stride, w, rows, Hp, cols, h0); break;
-    case 1: accumulate_chunk_bf16<1>(acc, acc_stride, w, rows, Hp, cols, h0); break;
-    default: break;
-  }
+  accumulate_block_bf16(acc, acc_stride, w, kBlock / 2, 1, rows, Hp, cols,
+                        kTileRows);
 }
-#else
-constexpr bool kHasBf16 = false;
 #endif
 
 }  // namespace

@@ -46,7 +46,7 @@ def _attrs(has_mask, is_causal, scale):
 
 # Implementations ("path", a static argument of the custom_vjp):
 _CPU = "cpu"  # XLA FFI -> C++
-# The same, told that the inputs hold bfloat16 values: the C++ forward may
+# The same, told that the inputs hold bfloat16 values: the C++ kernels may
 # multiply in bfloat16 (AttentionProblem::bf16_products).
 _CPU_BF16 = "cpu-bf16"
 _GPU = "gpu"  # Pallas compiled for the GPU (Triton)
@@ -76,7 +76,7 @@ def _forward_call(q, k, v, mask, has_mask, is_causal, scale, bf16_products):
 
 
 def _backward_call(q, k, v, mask, out, lse, dout, has_mask, is_causal,
-                   scale):
+                   scale, bf16_products):
     call = jax.ffi.ffi_call(
         _BWD,
         (
@@ -87,6 +87,7 @@ def _backward_call(q, k, v, mask, out, lse, dout, has_mask, is_causal,
         vmap_method="broadcast_all",
     )
     return call(q, k, v, mask, out, lse, dout,
+                bf16_products=np.int64(bf16_products),
                 **_attrs(has_mask, is_causal, scale))
 
 
@@ -120,7 +121,7 @@ def _local_calls(path, has_mask, is_causal, scale):
 
         def backward(q, k, v, mask, out, lse, dout):
             return _backward_call(q, k, v, mask, out, lse, dout, has_mask,
-                                  is_causal, scale)
+                                  is_causal, scale, path == _CPU_BF16)
         return forward, backward
 
     def mask_of(mask):  # the Pallas kernels take None for "no mask"

@@ -29,14 +29,13 @@ def unavailable_reason(query):
 
 def attention(query, key, value, mask, is_causal, scale, bf16_products=False):
     ops = loaded_ops(_load)
-    attrs = dict(has_mask=mask is not None, causal=bool(is_causal), scale=scale)
+    attrs = dict(has_mask=mask is not None, causal=bool(is_causal), scale=scale,
+                 bf16_products=bool(bf16_products))
     mask_operand = tf.ones((1, 1, 1, 1), tf.bool) if mask is None else mask
 
     @tf.custom_gradient
     def run(q, k, v):
-        out, lse = ops.mmkeras_attention_forward(
-            q, k, v, mask_operand, bf16_products=bool(bf16_products), **attrs
-        )
+        out, lse = ops.mmkeras_attention_forward(q, k, v, mask_operand, **attrs)
 
         def grad(dout):
             return ops.mmkeras_attention_backward(

@@ -54,6 +54,7 @@ def attention_bwd(
     mask: Optional[torch.Tensor],
     is_causal: bool,
     scale: float,
+    bf16_products: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     grads = cpu_kernels().attention_backward(
         as_numpy(q),
@@ -65,26 +66,28 @@ def attention_bwd(
         as_numpy_or_none(mask),
         is_causal,
         scale,
+        bf16_products,
     )
     return tuple(torch.from_numpy(g) for g in grads)
 
 
 @attention_bwd.register_fake
-def _(q, k, v, out, lse, dout, mask, is_causal, scale):
+def _(q, k, v, out, lse, dout, mask, is_causal, scale, bf16_products=False):
     return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
 
 
 def _setup_context(ctx, inputs, output):
-    q, k, v, mask, is_causal, scale, *_ = inputs
+    q, k, v, mask, is_causal, scale, bf16_products = inputs
     out, lse = output
     save_with_lse(ctx, (q, k, v, mask, out), lse, is_causal=is_causal,
-                  scale=scale)
+                  scale=scale, bf16_products=bf16_products)
 
 
 def _backward(ctx, dout, _dlse):
     q, k, v, mask, out, lse = ctx.saved_tensors
     dq, dk, dv = attention_bwd(
-        q, k, v, out, lse, dout, mask, ctx.is_causal, ctx.scale
+        q, k, v, out, lse, dout, mask, ctx.is_causal, ctx.scale,
+        ctx.bf16_products
     )
     return dq, dk, dv, None, None, None, None
 

@@ -1,14 +1,15 @@
 """Times fused attention side by side on each Keras backend.
 
-Forward and forward+backward at T = S in --lengths (B=1, N=8, H=64, fp32):
-mmkeras native vs `keras.ops.dot_product_attention`, and on torch vs
-`torch.nn.functional.scaled_dot_product_attention`. Then peak extra memory of
+Forward and forward+backward at the (B, T = S) of --shapes (N=8, H=64) in
+each of --dtypes: mmkeras native vs `keras.ops.dot_product_attention`, and on
+torch vs `torch.nn.functional.scaled_dot_product_attention`. Then peak extra memory of
 one forward at T = S = --memory-length. Each backend runs in its own
 subprocess (one Keras backend per process); the table is printed at the end
 and written as JSON with --json.
 
     python benchmarks/bench_attention.py                 # all backends
-    python benchmarks/bench_attention.py --backends jax --lengths 512
+    python benchmarks/bench_attention.py --backends jax --shapes 1x512,8x256 \
+        --dtypes float32,bfloat16
     mmkeras bench attention --plot                       # the same, + PNG
 """
 
@@ -24,10 +25,10 @@ import time
 
 from mmkeras.benchmarks import wait_for
 
-B, N, H = 1, 8, 64
+N, H = 8, 64
 
 
-def flops(T, S, backward):
+def flops(B, T, S, backward):
     fwd = 4 * B * N * T * S * H
     return fwd * 3.5 if backward else fwd  # bwd = 2.5x forward matmuls
 
@@ -42,7 +43,7 @@ def _timer(fn, repeats):
     return statistics.median(times)
 
 
-def _functions(backend, T):
+def _functions(backend, B, T, dtype):
     """Returns {name: (forward_fn, fwd_bwd_fn)}."""
     import keras
     import numpy as np
@@ -52,7 +53,7 @@ def _functions(backend, T):
     rng = np.random.default_rng(0)
     q, k, v = (rng.standard_normal((B, T, N, H), dtype=np.float32)
                for _ in range(3))
-    q, k, v = (keras.ops.convert_to_tensor(x) for x in (q, k, v))
+    q, k, v = (keras.ops.convert_to_tensor(x, dtype=dtype) for x in (q, k, v))
 
     def native(q, k, v):
         return mmkeras.ops.fused_attention(q, k, v, implementation="native")
@@ -65,8 +66,9 @@ def _functions(backend, T):
         import jax
 
         def grad_of(f):
-            return jax.jit(jax.grad(lambda q, k, v: f(q, k, v).sum(),
-                                    argnums=(0, 1, 2)))
+            return jax.jit(jax.grad(
+                lambda q, k, v: f(q, k, v).astype("float32").sum(),
+                argnums=(0, 1, 2)))
 
         fns = {n: (lambda f=jax.jit(f): f(q, k, v),
                    lambda g=grad_of(f): g(q, k, v))
@@ -79,7 +81,7 @@ def _functions(backend, T):
             def g(q, k, v):
                 with tf.GradientTape() as tape:
                     tape.watch([q, k, v])
-                    loss = tf.reduce_sum(f(q, k, v))
+                    loss = tf.reduce_sum(tf.cast(f(q, k, v), tf.float32))
                 return tape.gradient(loss, [q, k, v])
             return g
 
@@ -94,7 +96,7 @@ def _functions(backend, T):
 
         def fwd_bwd(f, args):
             args = [a.detach().requires_grad_(True) for a in args]
-            f(*args).sum().backward()
+            f(*args).float().sum().backward()
             return args[0].grad
 
         fns = {}
@@ -112,17 +114,21 @@ def _functions(backend, T):
 def worker(args):
     backend = args.backend
     results = []
-    for T in args.lengths:
-        fns = _functions(backend, T)
-        for name, (fwd, fwd_bwd) in fns.items():
-            for mode, fn in (("forward", fwd), ("forward+backward", fwd_bwd)):
-                seconds = _timer(fn, args.repeats)
-                results.append(dict(
-                    backend=backend, impl=name, T=T, mode=mode,
-                    seconds=seconds,
-                    gflops=flops(T, T, mode != "forward") / seconds / 1e9,
-                ))
-                print(json.dumps(results[-1]), file=sys.stderr, flush=True)
+    for dtype in args.dtypes:
+        for B, T in args.shapes:
+            fns = _functions(backend, B, T, dtype)
+            for name, (fwd, fwd_bwd) in fns.items():
+                for mode, fn in (("forward", fwd),
+                                 ("forward+backward", fwd_bwd)):
+                    seconds = _timer(fn, args.repeats)
+                    results.append(dict(
+                        backend=backend, impl=name, dtype=dtype, B=B, T=T,
+                        mode=mode, seconds=seconds,
+                        gflops=flops(B, T, T, mode != "forward") / seconds
+                        / 1e9,
+                    ))
+                    print(json.dumps(results[-1]), file=sys.stderr,
+                          flush=True)
     print(json.dumps(results))
 
 
@@ -154,7 +160,7 @@ def memory_worker(args):
 
     import mmkeras
 
-    T = args.memory_length
+    B, T = 1, args.memory_length
     small = np.zeros((1, 64, N, H), np.float32)
     mmkeras.ops.fused_attention(small, small, small, implementation="native")
     rng = np.random.default_rng(0)
@@ -194,7 +200,9 @@ def main(argv=None):
     """Runs the benchmark; `argv` as on the command line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--backends", default="tensorflow,jax,torch")
-    parser.add_argument("--lengths", default="512,2048,4096")
+    parser.add_argument("--shapes", default="1x512,1x2048,1x4096,8x256",
+                        help="comma-separated BxT (batch x sequence length)")
+    parser.add_argument("--dtypes", default="float32,bfloat16")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--memory-length", type=int, default=16384,
                         help="T = S for the memory check; 0 skips it")
@@ -206,7 +214,12 @@ def main(argv=None):
                         help=argparse.SUPPRESS)
     parser.add_argument("--impl", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    args.lengths = [int(x) for x in str(args.lengths).split(",")]
+    args.shapes = _parse_shapes(args.shapes)
+    args.dtypes = str(args.dtypes).split(",")
+    bad = set(args.dtypes) - {"float32", "bfloat16", "float16"}
+    if bad:
+        parser.error("--dtypes must be float32, bfloat16 and/or float16. "
+                     f"Received: {sorted(bad)}")
     if args.worker == "time":
         return worker(args)
     if args.worker == "memory":
@@ -218,7 +231,9 @@ def main(argv=None):
     for backend in backends:
         print(f"timing {backend} ...", file=sys.stderr, flush=True)
         timings += _run(me + ["--worker", "time", "--backend", backend,
-                              "--lengths", ",".join(map(str, args.lengths)),
+                              "--shapes", ",".join(f"{b}x{t}" for b, t in
+                                                   args.shapes),
+                              "--dtypes", ",".join(args.dtypes),
                               "--repeats", str(args.repeats)], backend)
         if args.memory_length:
             impls = ["mmkeras"] + (["torch SDPA"] if backend == "torch" else [])
@@ -231,7 +246,8 @@ def main(argv=None):
     if args.plot:
         from mmkeras import plots
 
-        plots.throughput(args.plot, timings)
+        plots.throughput(args.plot, [r for r in timings if r["B"] == 1 and
+                                     r["dtype"] == "float32"])
         print(f"\nwrote {args.plot}")
     if args.json:
         with open(args.json, "w") as f:
@@ -252,22 +268,47 @@ def machine():
     return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
+def _parse_shapes(text):
+    shapes = []
+    for item in str(text).split(","):
+        try:
+            b, t = (int(x) for x in item.lower().split("x"))
+        except ValueError:
+            b = t = 0
+        if b < 1 or t < 1:
+            raise SystemExit("--shapes must be comma-separated BxT with "
+                             f"positive B and T. Received: {item!r}")
+        shapes.append((b, t))
+    return shapes
+
+
 def report(timings, memory):
     print(f"\nMachine: {machine()}")
-    print("B=1, N=8, H=64, float32; medians; GFLOP/s (higher is better)\n")
-    print("| backend | mode | T=S | mmkeras | keras.ops | torch SDPA | "
-          "mmkeras / keras.ops | mmkeras / SDPA |")
-    print("|---|---|---|---|---|---|---|---|")
-    key = {(r["backend"], r["mode"], r["T"], r["impl"]): r["gflops"]
-           for r in timings}
-    sdpa = {(m, t): g for (b, m, t, i), g in key.items() if i == "torch SDPA"}
-    for b, m, t in sorted({(r["backend"], r["mode"], r["T"]) for r in timings},
-                          key=lambda x: (x[0], x[1], x[2])):
-        mine, ko = key[(b, m, t, "mmkeras")], key[(b, m, t, "keras.ops")]
-        s = sdpa.get((m, t))
-        print(f"| {b} | {m} | {t} | {mine:.1f} | {ko:.1f} | "
+    print("N=8, H=64; medians; GFLOP/s (higher is better); torch SDPA is "
+          "measured in the torch worker, the common yardstick of every row\n")
+    print("| backend | dtype | mode | B | T=S | mmkeras | keras.ops | "
+          "torch SDPA | mmkeras / keras.ops | mmkeras / SDPA |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    key = {(r["backend"], r["dtype"], r["mode"], r["B"], r["T"], r["impl"]):
+           r["gflops"] for r in timings}
+    sdpa = {k[1:5]: g for k, g in key.items() if k[5] == "torch SDPA"}
+    rows = sorted({k[:5] for k in key})
+    for row in rows:
+        mine, ko = key[(*row, "mmkeras")], key[(*row, "keras.ops")]
+        s = sdpa.get(row[1:])
+        print(f"| {' | '.join(map(str, row))} | {mine:.1f} | {ko:.1f} | "
               f"{f'{s:.1f}' if s else '-'} | {mine / ko:.2f}x | "
               f"{f'{mine / s:.2f}x' if s else '-'} |")
+    low = [r for r in rows if r[1] != "float32"]
+    if low:
+        print("\nmmkeras in low precision against mmkeras in float32:\n")
+        print("| backend | dtype | mode | B | T=S | ratio |")
+        print("|---|---|---|---|---|---|")
+        for row in low:
+            base = key.get((row[0], "float32", *row[2:], "mmkeras"))
+            if base:
+                ratio = key[(*row, "mmkeras")] / base
+                print(f"| {' | '.join(map(str, row))} | {ratio:.2f}x |")
     if memory:
         print("\nPeak extra memory of one forward (RSS growth):\n")
         print("| backend | impl | T=S | extra MiB | q+k+v+out MiB | ratio | s |")

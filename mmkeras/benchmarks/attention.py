@@ -33,14 +33,18 @@ def flops(B, T, S, backward):
     return fwd * 3.5 if backward else fwd  # bwd = 2.5x forward matmuls
 
 
-def _timer(fn, repeats):
-    wait_for(fn())  # warm-up (and compile)
-    times = []
+def _timer(fns, repeats):
+    """Median seconds of each of `fns` ({name: fn}), called alternately so
+    that a change of the machine's load hits them all alike."""
+    for fn in fns.values():
+        wait_for(fn())  # warm-up (and compile)
+    times = {name: [] for name in fns}
     for _ in range(repeats):
-        start = time.perf_counter()
-        wait_for(fn())
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            wait_for(fn())
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def _functions(backend, B, T, dtype):
@@ -117,10 +121,10 @@ def worker(args):
     for dtype in args.dtypes:
         for B, T in args.shapes:
             fns = _functions(backend, B, T, dtype)
-            for name, (fwd, fwd_bwd) in fns.items():
-                for mode, fn in (("forward", fwd),
-                                 ("forward+backward", fwd_bwd)):
-                    seconds = _timer(fn, args.repeats)
+            for i, mode in enumerate(("forward", "forward+backward")):
+                medians = _timer({name: pair[i] for name, pair in fns.items()},
+                                 args.repeats)
+                for name, seconds in medians.items():
                     results.append(dict(
                         backend=backend, impl=name, dtype=dtype, B=B, T=T,
                         mode=mode, seconds=seconds,

@@ -31,11 +31,15 @@ inline int num_threads() {
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 inline int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
 
-// Runs fn(i) for i in [0, n) on up to num_threads() threads, dynamically
-// scheduled. Threads are created per call: the calls this serves are large.
+// Runs fn(i) for i in [0, n) on up to num_threads() threads (at most
+// max_workers when that is positive), dynamically scheduled. Threads are
+// created per call, which costs tens of microseconds: callers with little
+// work pass max_workers = 1.
 template <typename F>
-void parallel_for(int64_t n, F fn) {
-  int64_t workers = std::min<int64_t>(num_threads(), n);
+void parallel_for(int64_t n, F fn, int max_workers = 0) {
+  const int64_t cap = max_workers > 0 ? std::min(max_workers, num_threads())
+                                      : num_threads();
+  int64_t workers = std::min<int64_t>(cap, n);
   if (workers <= 1) {
     for (int64_t i = 0; i < n; ++i) fn(i);
     return;

@@ -30,6 +30,13 @@ constexpr int RT = kTileRows;    // query rows per register tile
 constexpr int CV = kBlockVecs;   // vectors per key block
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
+// Threads for a call: one when the whole call is smaller than starting a
+// thread costs (a decoding step: T = 1 against a KV cache), else all.
+inline int workers_for(const AttentionProblem& p) {
+  constexpr int64_t kSerialWork = int64_t{1} << 20;  // B*N*T*S*H
+  return p.B * p.N * p.T * p.S * p.H < kSerialWork ? 1 : 0;
+}
+
 // The packed, padded copies of K (and V) for one call.
 struct PackedKV {
   int64_t Hp, nkb, Sp;
@@ -81,7 +88,7 @@ void pack_kv(const AttentionProblem& p, const float* k, const float* v,
         std::memcpy(pk.kr.ptr + (bk * pk.Sp + j0 + j) * Hp, krow,
                     H * sizeof(float));
     }
-  });
+  }, workers_for(p));
 }
 
 // Which keys of block [j0, j0 + cols) row t may attend: writes 0 or -inf
@@ -253,7 +260,7 @@ void pack_kv_bf16(const AttentionProblem& p, const float* k, const float* v,
     by_key_pairs(v, pk.vr.ptr + (bk * (pk.Sp / 2) + j0 / 2) * Hp);
     if (pk.vt.ptr) transposed(v, pk.vt.ptr + (bk * pk.nkb + kb) * H2 * BC);
     if (pk.kr.ptr) by_key_pairs(k, pk.kr.ptr + (bk * (pk.Sp / 2) + j0 / 2) * Hp);
-  });
+  }, workers_for(p));
 }
 
 // Products in bfloat16 with float32 accumulation, for bfloat16 inputs (so
@@ -477,7 +484,7 @@ void forward(const AttentionProblem& p, const float* q, const float* k,
       for (int64_t h = 0; h < H; ++h) dst[h] = o[r * Hp + h] * inv;
       lse[(b * N + n) * T + t] = (m[r] + std::log2(l[r])) * kLn2;
     }
-  });
+  }, workers_for(p));
 }
 
 }  // namespace
@@ -524,7 +531,7 @@ void backward(const AttentionProblem& p, const float* q, const float* k,
       dsum.ptr[row] = d;
       lse2.ptr[row] = lse[bn * T + t] * kLog2e;
     }
-  });
+  }, workers_for(p));
 
   // Tasks own a range of key blocks of one (b, kv head): they own dK and dV
   // there and need no atomics. With few (b, kv head) pairs the key blocks are
@@ -616,7 +623,7 @@ void backward(const AttentionProblem& p, const float* q, const float* k,
         }
       }
     }
-  });
+  }, workers_for(p));
 
   parallel_for(B * N, [&](int64_t bn) {
     const int64_t b = bn / N, n = bn % N;
@@ -628,7 +635,7 @@ void backward(const AttentionProblem& p, const float* q, const float* k,
         for (int64_t h = 0; h < H; ++h) dst[h] += src[h] * p.scale;
       }
     }
-  });
+  }, workers_for(p));
 }
 
 }  // namespace

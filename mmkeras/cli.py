@@ -67,7 +67,9 @@ def train(args):
                             epochs=args.epochs, data=args.data, out=args.out,
                             seed=args.seed,
                             max_train_samples=args.max_train_samples,
-                            distribute=args.distribute)
+                            distribute=args.distribute,
+                            image_backbone=args.image_backbone,
+                            freeze_backbone=args.freeze_backbone)
     except (ValueError, FileNotFoundError) as e:
         print(f"mmkeras train: error: {e}", file=sys.stderr)
         return 2
@@ -143,6 +145,13 @@ def build_parser():
         help="scale out with the backend's own engine: data = replicas "
         "(jax DataParallel, tf MirroredStrategy, torch DDP under torchrun), "
         "model = jax ModelParallel (weights sharded over a 'model' axis)")
+    p_train.add_argument(
+        "--image-backbone", default=None, metavar="PRESET_DIR",
+        help="retrieve: a local keras-hub preset directory (ViT, ResNet, "
+        "CLIP/SigLIP: its vision tower, ...) as the image tower; written by "
+        "backbone.save_to_preset(DIR). Never downloads: a hub name fails")
+    p_train.add_argument("--freeze-backbone", action="store_true",
+                         help="keep the --image-backbone weights fixed")
     p_train.set_defaults(func=train)
 
     p_bench = sub.add_parser(

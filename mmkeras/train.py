@@ -7,7 +7,9 @@ Tasks (each a model of `mmkeras.models`, trained with `model.fit`):
 - caption: `EncoderDecoder` image -> text; the share of test images whose
   generated description names the right digit (`caption_digit_accuracy`).
 - retrieve: `DualEncoder` audio <-> image; recall@1 of the same digit for
-  audio queries among the test images (`recall_at_1`).
+  audio queries among the test images (`recall_at_1`). `image_backbone`
+  puts a keras-hub backbone from a local preset directory in the image
+  tower (the images are resized to its input size).
 - text2image: `EncoderDecoder` text -> image; a digit classifier trained on
   the real images reads the intended digit in the generated ones
   (`generated_digit_accuracy`).
@@ -24,6 +26,7 @@ import numpy as np
 
 import mmkeras
 from mmkeras import distribution
+from mmkeras import hub
 from mmkeras import layers
 from mmkeras import losses
 from mmkeras import models
@@ -220,13 +223,56 @@ def run_caption(data, modalities, epochs, fusion, out, seed, plan):
     return model, history, per_epoch, metrics
 
 
-def run_retrieve(data, modalities, epochs, fusion, out, seed, plan):
+def _hub_image_encoder(spec, freeze):
+    """The image tower from a keras-hub backbone (or CLIP/SigLIP model)."""
+    backbone = hub.load_backbone(spec, argument="image_backbone")
+    if hub.family(backbone) is not None:
+        return hub.dual_towers(backbone, trainable=not freeze)[
+            "encoders"]["image"]
+    return layers.encoders.HubImageEncoder(backbone, trainable=not freeze)
+
+
+def fit_images(images, shape):
+    """Digits (N, h, w, c) resized (bilinear) and channel-repeated to a
+    backbone's input `shape` (H, W, C); None dims keep the data's size."""
+    height, width, channels = shape
+    if channels is not None and images.shape[-1] != channels:
+        if images.shape[-1] != 1:
+            raise ValueError(
+                f"The image backbone takes {channels} channels and the images "
+                f"have {images.shape[-1]}; only 1 channel can be repeated. "
+                f"Received: images.shape={images.shape}"
+            )
+        images = np.repeat(images, channels, axis=-1)
+    size = (height or images.shape[1], width or images.shape[2])
+    if tuple(images.shape[1:3]) != size:
+        images = keras.ops.convert_to_numpy(
+            keras.ops.image.resize(images, size))
+    return images.astype("float32")
+
+
+def run_retrieve(data, modalities, epochs, fusion, out, seed, plan,
+                 image_backbone=None, freeze_backbone=False):
     train, val, test, info = (data["train"], data["validation"], data["test"],
                               data["info"])
     towers = ["audio", "image"]
+    if image_backbone is not None:
+        # Only the architecture, to size the images; the tower itself is
+        # built in `build`, inside the plan's scope, like every weight.
+        shape = hub.image_input_shape(hub.load_backbone(
+            image_backbone, argument="image_backbone", load_weights=False))
+        train, val, test = (
+            {**split, "image": fit_images(split["image"], shape)}
+            for split in (train, val, test))
+
+    def image_encoder():
+        if image_backbone is None:
+            return _encoder("image", info)
+        return _hub_image_encoder(image_backbone, freeze_backbone)
 
     def build():
-        model = models.DualEncoder({t: _encoder(t, info) for t in towers},
+        encoders = {"audio": _encoder("audio", info), "image": image_encoder()}
+        model = models.DualEncoder(encoders,
                                    {t: train[t].shape[1:] for t in towers},
                                    embedding_dim=64, kind="softmax")
         model.compile(
@@ -247,8 +293,9 @@ def run_retrieve(data, modalities, epochs, fusion, out, seed, plan):
         "paired_recall_at_1": models.recall_at_k(audio, images, 1),
     }
     top, _ = model.retrieve(test["audio"][:4], test["image"], k=5)
-    plots.retrieval(out / "retrieval.png", test["audio"][:4], test["image"],
-                    top, test["label"], info["class_names"])
+    plots.retrieval(out / "retrieval.png", test["audio"][:4],
+                    data["test"]["image"], top, test["label"],
+                    info["class_names"])
     return model, history, per_epoch, metrics
 
 
@@ -303,7 +350,8 @@ RUNNERS = {"classify": run_classify, "caption": run_caption,
 
 
 def train(task="classify", fusion="gated", epochs=None, data=None, out=None,
-          seed=0, max_train_samples=None, distribute=None):
+          seed=0, max_train_samples=None, distribute=None,
+          image_backbone=None, freeze_backbone=False):
     """Runs one task end to end; returns the metrics dict (None in the
     other processes of a multi-process run).
 
@@ -321,6 +369,10 @@ def train(task="classify", fusion="gated", epochs=None, data=None, out=None,
         distribute: None (one device), "data" or "model": the scale-out
             plan of `mmkeras.distribution` for the current backend. Under
             torchrun only the chief process (rank 0) writes `out`.
+        image_backbone: retrieve only: a local keras-hub preset directory
+            (or a Keras model / serialized config) for the image tower; a
+            CLIP or SigLIP preset gives its vision tower. Never downloads.
+        freeze_backbone: keep the `image_backbone` weights fixed.
     """
     if task not in TASKS:
         raise ValueError(f"Argument `task` must be one of {TASKS}. "
@@ -328,6 +380,16 @@ def train(task="classify", fusion="gated", epochs=None, data=None, out=None,
     if fusion not in FUSIONS:
         raise ValueError(f"Argument `fusion` must be one of {sorted(FUSIONS)}. "
                          f"Received: fusion={fusion!r}")
+    if image_backbone is not None and task != "retrieve":
+        raise ValueError(
+            "Argument `image_backbone` applies to the retrieve task only (a "
+            "keras-hub tower outputs pooled vectors, which only the dual "
+            "encoder takes). Received: task="
+            f"{task!r}, image_backbone={str(image_backbone)!r}"
+        )
+    if isinstance(image_backbone, str) and not Path(image_backbone).is_dir():
+        # Fails now, with how to provide the files, before any data loads.
+        hub.load_backbone(image_backbone, argument="image_backbone")
     epochs = DEFAULT_EPOCHS[task] if epochs is None else epochs
     if not isinstance(epochs, int) or epochs < 1:
         raise ValueError("Argument `epochs` must be a positive integer. "
@@ -337,12 +399,13 @@ def train(task="classify", fusion="gated", epochs=None, data=None, out=None,
             else distribution.Plan())
     try:
         return _train(plan, task, fusion, epochs, data, out, seed,
-                      max_train_samples)
+                      max_train_samples, image_backbone, freeze_backbone)
     finally:
         plan.close()
 
 
-def _train(plan, task, fusion, epochs, data, out, seed, max_train_samples):
+def _train(plan, task, fusion, epochs, data, out, seed, max_train_samples,
+           image_backbone=None, freeze_backbone=False):
     if plan.is_chief:
         print(f"mmkeras train: {task} on {plan.describe()}", flush=True)
     keras.utils.set_random_seed(seed)
@@ -361,9 +424,13 @@ def _train(plan, task, fusion, epochs, data, out, seed, max_train_samples):
                else Path(tempfile.mkdtemp(prefix="mmkeras_rank")))
     staging.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
+    extra = {}
+    if image_backbone is not None:
+        extra = dict(image_backbone=image_backbone,
+                     freeze_backbone=freeze_backbone)
     try:
         model, history, per_epoch, metrics = RUNNERS[task](
-            dataset, modalities, epochs, fusion, staging, seed, plan)
+            dataset, modalities, epochs, fusion, staging, seed, plan, **extra)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -382,6 +449,9 @@ def _train(plan, task, fusion, epochs, data, out, seed, max_train_samples):
     )
     if task == "classify":
         metrics["fusion"] = fusion
+    if image_backbone is not None:
+        metrics["image_backbone"] = str(image_backbone)
+        metrics["backbone_frozen"] = bool(freeze_backbone)
     plots.training_curves(staging / "training_curves.png", history, task)
     model.save(staging / "model.keras")
     with open(staging / "metrics.json", "w") as f:

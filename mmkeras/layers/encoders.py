@@ -7,8 +7,13 @@
 - `AudioEncoder`: waveforms -> `keras.layers.MelSpectrogram` -> strided
   convolutions -> transformer tokens.
 - `SequencePooling`: tokens -> one vector (masked mean or first token).
+- `HubImageEncoder`, `HubTextEncoder`: a keras-hub backbone (ViT, CLIP and
+  SigLIP towers, BERT, ...) as an encoder that outputs one pooled vector per
+  example (`mmkeras.hub` loads backbones from configs and preset folders).
 
-All output `(B, tokens, hidden_dim)`; the models pool or attend over them.
+The mmkeras encoders output `(B, tokens, hidden_dim)`; the models pool or
+attend over them. The keras-hub encoders pool themselves (the pooling their
+backbone was trained with) and output `(B, D)`: `DualEncoder` takes them.
 """
 
 import keras
@@ -368,3 +373,264 @@ class SequencePooling(keras.layers.Layer):
         config = super().get_config()
         config["mode"] = self.mode
         return config
+
+
+_POOLINGS = ("auto", "first", "mean", "end_token", "none")
+
+
+class _HubEncoder(keras.layers.Layer):
+    """A keras-hub backbone, its pooling and an optional projection.
+
+    Shared by `HubImageEncoder` and `HubTextEncoder`; see those.
+    """
+
+    # Marks encoders whose output is already one vector per example: the
+    # models take it as the pooled vector (see `DualEncoder`).
+    pooled = True
+    _input_key = None
+    _input_dtype = None
+
+    def __init__(self, backbone, pooling="auto", projection=None, pad_id=0,
+                 fused=True, implementation=None, trainable=True, **kwargs):
+        # Layer's own __init__, not the next class's in the MRO:
+        # `HubTextEncoder` is also a `TextEncoder` (so that the models treat
+        # its inputs as token ids) but has none of its arguments.
+        keras.layers.Layer.__init__(self, **kwargs)
+        from mmkeras import hub
+
+        self.backbone = hub.load_backbone(backbone)
+        if pooling not in _POOLINGS:
+            raise ValueError(
+                f"Argument `pooling` must be one of {_POOLINGS}. "
+                f"Received: pooling={pooling!r}"
+            )
+        if isinstance(projection, int) and not isinstance(projection, bool):
+            projection = keras.layers.Dense(projection, use_bias=False,
+                                            dtype=self.dtype_policy,
+                                            name="projection")
+        if projection is not None and not isinstance(
+                projection, keras.layers.Layer):
+            raise TypeError(
+                "Argument `projection` must be None, a positive int or a "
+                f"Keras layer. Received: projection={projection!r}"
+            )
+        self.projection = projection
+        self.pooling = pooling
+        self.pad_id = pad_id
+        self.fused = fused
+        self.implementation = implementation
+        if fused:
+            from mmkeras.acceleration import accelerate
+
+            accelerate(self.backbone, implementation=implementation)
+        # The setter (unlike the constructor argument) reaches the
+        # backbone's layers, so that frozen BatchNorms run in inference mode.
+        self.trainable = trainable
+
+    def _backbone_inputs(self, x):
+        # A functional model (every keras-hub backbone) keeps the structure
+        # it was built with in `_inputs_struct` (what its `input` returns;
+        # `input` itself raises on a subclassed model): a dict of named
+        # inputs, or one tensor.
+        structure = getattr(self.backbone, "_inputs_struct", None)
+        if not isinstance(structure, dict):
+            return x
+        names = list(structure)
+        inputs = {}
+        for name in names:
+            if name == self._input_key:
+                inputs[name] = x
+            elif name == "padding_mask":
+                inputs[name] = ops.cast(ops.not_equal(x, self.pad_id),
+                                        structure[name].dtype)
+            elif name == "segment_ids":
+                inputs[name] = ops.zeros_like(x, structure[name].dtype)
+            else:
+                raise ValueError(
+                    f"{type(self).__name__}: the backbone "
+                    f"{type(self.backbone).__name__} needs an input "
+                    f"{name!r} this encoder cannot provide (it gives "
+                    f"{self._input_key!r}, 'padding_mask' and "
+                    f"'segment_ids'). Received: backbone inputs {names}"
+                )
+        return inputs
+
+    def _select(self, outputs):
+        if not isinstance(outputs, dict):
+            return outputs
+        if self._pooling_of(outputs) == "none" and "pooled_output" in outputs:
+            return outputs["pooled_output"]
+        for key in ("sequence_output", "pooled_output"):
+            if key in outputs:
+                return outputs[key]
+        raise ValueError(
+            f"{type(self).__name__}: the backbone returns a dict without "
+            "'sequence_output' or 'pooled_output'. Received: keys "
+            f"{sorted(outputs)}"
+        )
+
+    def _pooling_of(self, outputs):
+        if self.pooling != "auto":
+            return self.pooling
+        if isinstance(outputs, dict):
+            return "none" if "pooled_output" in outputs else "first"
+        rank = len(outputs.shape)
+        if rank == 2:
+            return "none"
+        if rank == 4:  # a feature map (ResNet, EfficientNet, ...)
+            return "mean"
+        return self._default_sequence_pooling
+
+    def _pool(self, features, pooling, x):
+        if pooling == "none":
+            return features
+        if pooling == "first":
+            return features[:, 0]
+        if pooling == "end_token":
+            # CLIP's pooling: its end token has the largest id, and argmax
+            # picks the first one, so padding with it is harmless.
+            end = ops.argmax(x, axis=-1)[:, None, None]
+            return ops.take_along_axis(features, end, axis=1)[:, 0]
+        if len(features.shape) == 4:
+            return ops.mean(features, axis=(1, 2))
+        if self._input_key == "token_ids":
+            weights = ops.cast(ops.not_equal(x, self.pad_id),
+                               features.dtype)[..., None]
+            total = ops.maximum(ops.sum(weights, axis=1), 1.0)
+            return ops.sum(features * weights, axis=1) / total
+        return ops.mean(features, axis=1)
+
+    def _spec(self, input_shape):
+        x = keras.KerasTensor(tuple(input_shape), dtype=self._input_dtype)
+        outputs = self.backbone.compute_output_spec(self._backbone_inputs(x))
+        features = self._select(outputs)
+        pooling = self._pooling_of(outputs)
+        if pooling == "end_token" and self._input_key != "token_ids":
+            raise ValueError(
+                "Argument `pooling`: 'end_token' pools token ids, not "
+                f"images. Received: pooling={self.pooling!r}"
+            )
+        shape = tuple(features.shape)
+        width = shape[-1]
+        if pooling != "none" and len(shape) < 3:
+            raise ValueError(
+                f"Argument `pooling`={pooling!r} needs a sequence or feature "
+                "map from the backbone; it returns one vector per example "
+                f"(use 'none' or 'auto'). Received: output shape {shape}"
+            )
+        return width
+
+    def build(self, input_shape):
+        width = self._spec(input_shape)
+        if self.projection is not None and not self.projection.built:
+            self.projection.build((None, width))
+
+    def call(self, x, training=None):
+        outputs = self.backbone(self._backbone_inputs(x), training=training)
+        pooled = self._pool(self._select(outputs), self._pooling_of(outputs),
+                            x)
+        if self.projection is not None:
+            pooled = self.projection(pooled)
+        return pooled
+
+    def compute_mask(self, x, mask=None):
+        return None
+
+    def compute_output_shape(self, input_shape):
+        width = self._spec(input_shape)
+        if self.projection is not None:
+            width = self.projection.compute_output_shape((None, width))[-1]
+        return (input_shape[0], width)
+
+    def get_config(self):
+        config = keras.layers.Layer.get_config(self)
+        config.update(
+            backbone=keras.saving.serialize_keras_object(self.backbone),
+            pooling=self.pooling,
+            projection=(keras.saving.serialize_keras_object(self.projection)
+                        if self.projection is not None else None),
+            pad_id=self.pad_id, fused=self.fused,
+            implementation=self.implementation,
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        from mmkeras import hub
+
+        hub.keras_hub()  # registers the classes the backbone config names
+        config = dict(config)
+        config["backbone"] = keras.saving.deserialize_keras_object(
+            config["backbone"])
+        if config.get("projection") is not None:
+            config["projection"] = keras.saving.deserialize_keras_object(
+                config["projection"])
+        return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package="mmkeras")
+class HubImageEncoder(_HubEncoder):
+    """Images (B, H, W, C) -> (B, D) through a keras-hub vision backbone.
+
+    Wraps a keras-hub image backbone (`ViTBackbone`, `CLIPVisionEncoder`,
+    `SigLIPVisionEncoder`, `ResNetBackbone`, ...), given as an instance, a
+    serialized config or a local preset directory (see
+    `mmkeras.hub.load_backbone`), pools its output and optionally projects
+    it. Its attention layers run `fused_attention` (`mmkeras.accelerate`,
+    which changes the classes of the backbone's attention layers in place).
+
+    Args:
+        backbone: the keras-hub backbone, its config, or a preset directory.
+        pooling: "auto" (a vector output as is, a sequence's first (class)
+            token, a feature map's mean), "first", "mean" or "none".
+        projection: None, an int (a bias-free `Dense` of that width) or a
+            Keras layer (e.g. CLIP's own `vision_projection`).
+        fused: run the backbone's attention on `fused_attention`.
+        implementation: passed to `fused_attention`.
+        trainable: False freezes the backbone (and the projection).
+
+    Example:
+
+    >>> import keras_hub
+    >>> vit = keras_hub.models.ViTBackbone(
+    ...     image_shape=(32, 32, 3), patch_size=8, num_layers=1, num_heads=2,
+    ...     hidden_dim=32, mlp_dim=64)
+    >>> HubImageEncoder(vit)(np.zeros((2, 32, 32, 3), "float32")).shape
+    (2, 32)
+    """
+
+    _input_key = "images"
+    _input_dtype = "float32"
+    _default_sequence_pooling = "first"
+
+
+@keras.saving.register_keras_serializable(package="mmkeras")
+class HubTextEncoder(_HubEncoder, TextEncoder):
+    """Token ids (B, T) -> (B, D) through a keras-hub text backbone.
+
+    Wraps a keras-hub text backbone (`BertBackbone`, `CLIPTextEncoder`,
+    `SigLIPTextEncoder`, ...) like `HubImageEncoder`. It is a `TextEncoder`
+    to the mmkeras models (integer inputs, length checked against the
+    model's `input_shapes`), but its padding id is `pad_id` (CLIP pads with
+    its end token) and it pools itself. Backbones that take a
+    `padding_mask` get `token_ids != pad_id`; `segment_ids` get zeros.
+
+    Args:
+        backbone: the keras-hub backbone, its config, or a preset directory.
+        pooling: "auto" (a vector output or BERT's `pooled_output` as is,
+            else the masked mean), "first", "mean", "end_token" (the token
+            at the first largest id: CLIP's end token) or "none".
+        projection: None, an int or a Keras layer (e.g. CLIP's
+            `text_projection`).
+        pad_id: the padding id of the tokenizer.
+        fused, implementation, trainable: as in `HubImageEncoder`.
+    """
+
+    _input_key = "token_ids"
+    _input_dtype = "int32"
+    _default_sequence_pooling = "mean"
+
+    def __init__(self, backbone, **kwargs):
+        super().__init__(backbone, **kwargs)
+        self.vocabulary_size = getattr(self.backbone, "vocabulary_size", None)
+        self.max_length = getattr(self.backbone, "max_sequence_length", None)

@@ -26,6 +26,12 @@ class DualEncoder(MultimodalModel):
         kind: "softmax" (CLIP) or "sigmoid" (SigLIP).
         initial_scale, initial_bias: initial logit scale and bias (the
             bias only for "sigmoid"; defaults 10 and -10 as in SigLIP).
+        projection: False leaves out the projections (the towers already
+            output `embedding_dim`-wide vectors, as keras-hub CLIP and
+            SigLIP towers do; see `from_hub`).
+
+    Towers whose output is already one vector per example (`pooled = True`,
+    e.g. `mmkeras.layers.encoders.HubImageEncoder`) are not pooled again.
 
     Example:
 
@@ -42,7 +48,7 @@ class DualEncoder(MultimodalModel):
 
     def __init__(self, encoders, input_shapes, embedding_dim=64,
                  kind="softmax", initial_scale=10.0, initial_bias=None,
-                 **kwargs):
+                 projection=True, **kwargs):
         super().__init__(encoders, input_shapes, **kwargs)
         if len(self.encoders) != 2:
             raise ValueError(
@@ -60,10 +66,11 @@ class DualEncoder(MultimodalModel):
         self.kind = kind
         self.initial_scale = initial_scale
         self.initial_bias = initial_bias
+        self.projection = bool(projection)
         self.projections = {
             name: keras.layers.Dense(embedding_dim, name=f"{name}_projection")
             for name in self.encoders
-        }
+        } if projection else {}
         self.normalize = keras.layers.UnitNormalization(dtype="float32")
         self.logit_scale = LogitScale(initial_scale, initial_bias,
                                       dtype="float32", name="logit_scale")
@@ -72,15 +79,73 @@ class DualEncoder(MultimodalModel):
     def towers(self):
         return list(self.encoders)
 
+    @classmethod
+    def from_hub(cls, backbone, trainable=True, fused=True,
+                 implementation=None, **kwargs):
+        """A `DualEncoder` from a keras-hub CLIP or SigLIP backbone.
+
+        The towers are the backbone's own, with its pooling, projections and
+        learned logit scale (and SigLIP's bias); `kind` is "softmax" for
+        CLIP and "sigmoid" for SigLIP. keras-hub's `CLIPBackbone` has no
+        loss: compile with `ContrastiveLoss(kind=model.kind,
+        learnable=True)` and train with `fit`. Towers "image" (images) and
+        "text" (token ids, of at most the text tower's
+        `max_sequence_length`; CLIP's end token may pad them).
+
+        Args:
+            backbone: a `CLIPBackbone` or `SigLIPBackbone`, its serialized
+                config, or a local preset directory (never a hub name: see
+                `mmkeras.hub.load_backbone`).
+            trainable: False freezes both towers (only the logit scale and
+                bias train).
+            fused: run the towers' attention on `fused_attention`.
+            implementation: passed to `fused_attention`.
+            **kwargs: other `DualEncoder` arguments (e.g. `name`); the
+                scale is capped at the `LogitScale` maximum (100).
+
+        Example:
+
+        >>> import keras_hub
+        >>> clip = keras_hub.models.CLIPBackbone(
+        ...     keras_hub.models.CLIPVisionEncoder(
+        ...         patch_size=8, hidden_dim=32, num_layers=1, num_heads=2,
+        ...         intermediate_dim=64, image_shape=(32, 32, 3)),
+        ...     keras_hub.models.CLIPTextEncoder(
+        ...         vocabulary_size=100, embedding_dim=32, hidden_dim=32,
+        ...         num_layers=1, num_heads=2, intermediate_dim=64,
+        ...         max_sequence_length=8),
+        ...     projection_dim=16)
+        >>> model = DualEncoder.from_hub(clip)
+        >>> model.compile("adam", mmkeras.losses.ContrastiveLoss(
+        ...     kind=model.kind, learnable=True))
+        """
+        from mmkeras import hub
+
+        towers = hub.dual_towers(backbone, trainable=trainable, fused=fused,
+                                 implementation=implementation)
+        return cls(towers["encoders"], towers["input_shapes"],
+                   embedding_dim=towers["embedding_dim"], kind=towers["kind"],
+                   initial_scale=min(towers["initial_scale"], 100.0),
+                   initial_bias=towers["initial_bias"], projection=False,
+                   **kwargs)
+
     def build(self, input_shape=None):
         self.call(self.sample_inputs(), training=False)
         self.built = True
 
+    def encode_vector(self, name, x, training=None):
+        """A pooled (B, D) vector of one tower."""
+        encoder = self.encoders[name]
+        if getattr(encoder, "pooled", False):
+            return encoder(x, training=training)
+        return super().encode_vector(name, x, training)
+
     def embed(self, name, x, training=None):
         """L2-normalized (B, embedding_dim) embeddings of one tower."""
         vector = self.encode_vector(name, x, training)
-        return self.normalize(ops.cast(self.projections[name](vector),
-                                       "float32"))
+        if self.projection:
+            vector = self.projections[name](vector)
+        return self.normalize(ops.cast(vector, "float32"))
 
     def call(self, inputs, training=None):
         inputs = self.check_inputs(dict(inputs), self.towers)
@@ -135,7 +200,8 @@ class DualEncoder(MultimodalModel):
         config = super().get_config()
         config.update(embedding_dim=self.embedding_dim, kind=self.kind,
                       initial_scale=self.initial_scale,
-                      initial_bias=self.initial_bias)
+                      initial_bias=self.initial_bias,
+                      projection=self.projection)
         return config
 
 

@@ -1,0 +1,193 @@
+"""keras-hub backbones and presets as mmkeras encoders, offline.
+
+Tiny random keras-hub models; presets are written to temporary folders.
+"""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+import mmkeras  # noqa: F401  first: imports Triton before keras-hub's TF
+from mmkeras import cli
+from mmkeras import hub
+from mmkeras import losses
+from mmkeras import models
+from mmkeras.layers.encoders import HubImageEncoder
+from mmkeras.layers.encoders import HubTextEncoder
+
+keras_hub = hub.keras_hub()
+
+IMAGE = (16, 16, 3)
+LENGTH = 8
+VOCAB = 64
+
+
+def tiny_clip():
+    return keras_hub.models.CLIPBackbone(
+        keras_hub.models.CLIPVisionEncoder(
+            patch_size=8, hidden_dim=32, num_layers=1, num_heads=2,
+            intermediate_dim=64, image_shape=IMAGE),
+        keras_hub.models.CLIPTextEncoder(
+            vocabulary_size=VOCAB, embedding_dim=32, hidden_dim=32,
+            num_layers=1, num_heads=2, intermediate_dim=64,
+            max_sequence_length=LENGTH),
+        projection_dim=16)
+
+
+def tiny_siglip():
+    return keras_hub.models.SigLIPBackbone(
+        keras_hub.models.SigLIPVisionEncoder(
+            patch_size=8, hidden_dim=32, num_layers=1, num_heads=2,
+            intermediate_dim=64, image_shape=IMAGE),
+        keras_hub.models.SigLIPTextEncoder(
+            vocabulary_size=VOCAB, embedding_dim=32, hidden_dim=32,
+            num_layers=1, num_heads=2, intermediate_dim=64,
+            max_sequence_length=LENGTH))
+
+
+def tiny_vit():
+    return keras_hub.models.ViTBackbone(
+        image_shape=IMAGE, patch_size=8, num_layers=1, num_heads=2,
+        hidden_dim=32, mlp_dim=64)
+
+
+def pairs(n=16, end_token=VOCAB - 1):
+    """Random images and token ids; CLIP-style padding with the end token."""
+    rng = np.random.default_rng(0)
+    images = rng.random((n, *IMAGE)).astype("float32")
+    tokens = rng.integers(1, VOCAB - 1, (n, LENGTH)).astype("int32")
+    lengths = rng.integers(2, LENGTH, n)
+    for row, length in zip(tokens, lengths):
+        row[length:] = end_token
+    return {"image": images, "text": tokens}
+
+
+def weights_of(layer):
+    return [np.array(keras.ops.convert_to_numpy(w)) for w in layer.weights]
+
+
+@pytest.mark.parametrize("family", ["clip", "siglip"])
+def test_dual_encoder_from_hub_matches_keras_hub_fits_and_saves(
+        family, tmp_path):
+    keras.utils.set_random_seed(0)
+    backbone = tiny_clip() if family == "clip" else tiny_siglip()
+    data = pairs()
+    # keras-hub's own embeddings, before anything changes the towers.
+    want_image = keras.ops.convert_to_numpy(
+        backbone.get_vision_embeddings(data["image"][:4]))
+    want_text = keras.ops.convert_to_numpy(
+        backbone.get_text_embeddings(data["text"][:4]))
+
+    model = models.DualEncoder.from_hub(backbone)
+    assert model.kind == ("softmax" if family == "clip" else "sigmoid")
+    fused = [layer for layer in backbone._flatten_layers()
+             if hasattr(type(layer), "_mmkeras_original_class")]
+    assert fused, "accelerate changed no attention layer of the towers"
+    for tower, want in (("image", want_image), ("text", want_text)):
+        want = want / np.linalg.norm(want, axis=1, keepdims=True)
+        np.testing.assert_allclose(
+            model.encode(data[tower][:4], tower), want, rtol=1e-4, atol=1e-5)
+
+    before = weights_of(model.encoders["image"])
+    model.compile(optimizer=keras.optimizers.Adam(1e-3),
+                  loss=losses.ContrastiveLoss(kind=model.kind, learnable=True))
+    history = model.fit(data, np.zeros(16), epochs=1, batch_size=8, verbose=0)
+    assert np.isfinite(history.history["loss"][-1])
+    after = weights_of(model.encoders["image"])
+    assert any(not np.array_equal(a, b) for a, b in zip(before, after))
+
+    if family == "siglip":
+        return  # one .keras round trip (CLIP's) is enough for the suite
+    path = tmp_path / "dual.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    for tower in ("image", "text"):
+        np.testing.assert_allclose(loaded.encode(data[tower], tower),
+                                   model.encode(data[tower], tower),
+                                   rtol=1e-5, atol=1e-6)
+
+
+def test_frozen_towers_train_only_the_logit_scale():
+    keras.utils.set_random_seed(0)
+    model = models.DualEncoder.from_hub(tiny_clip(), trainable=False)
+    model.build()
+    names = [w.path.split("/", 1)[1] for w in model.trainable_weights]
+    assert names == ["logit_scale/log_scale"], names
+    # The projections are CLIP's own, inside the (frozen) towers.
+    assert len(model.non_trainable_weights) > 10
+
+
+def test_image_encoder_from_instance_config_and_preset_dir(tmp_path):
+    keras.utils.set_random_seed(0)
+    vit = tiny_vit()
+    images = pairs(4)["image"]
+    encoder = HubImageEncoder(vit, fused=False)
+    assert encoder.compute_output_shape((4, *IMAGE)) == (4, 32)
+    expected = keras.ops.convert_to_numpy(encoder(images))
+    # ViT's class token: the first of its (B, 1 + patches, D) outputs.
+    np.testing.assert_allclose(
+        expected, keras.ops.convert_to_numpy(vit(images))[:, 0], rtol=1e-6)
+
+    vit.save_to_preset(str(tmp_path / "vit"))
+    from_dir = HubImageEncoder(str(tmp_path / "vit"))
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(from_dir(images)),
+                               expected, rtol=1e-4, atol=1e-5)
+    config = keras.saving.serialize_keras_object(vit)
+    from_config = HubImageEncoder(config, projection=8)
+    assert tuple(from_config(images).shape) == (4, 8)
+
+
+def test_text_encoder_masks_padding_of_a_bert_backbone():
+    keras.utils.set_random_seed(0)
+    bert = keras_hub.models.BertBackbone(
+        vocabulary_size=VOCAB, num_layers=1, num_heads=2, hidden_dim=32,
+        intermediate_dim=64, max_sequence_length=LENGTH)
+    encoder = HubTextEncoder(bert, pooling="mean")
+    short = np.array([[5, 6, 7, 0]], "int32")
+    padded = np.array([[5, 6, 7, 0, 0, 0, 0, 0]], "int32")
+    other = np.array([[5, 6, 7, 9, 9, 9, 9, 9]], "int32")
+    out = [keras.ops.convert_to_numpy(encoder(x)) for x in (short, padded,
+                                                            other)]
+    np.testing.assert_allclose(out[0], out[1], rtol=1e-4, atol=1e-5)
+    assert not np.allclose(out[0], out[2], atol=1e-3)
+
+
+def test_a_hub_name_is_refused_with_how_to_provide_the_files(tmp_path):
+    with pytest.raises(ValueError, match="never downloads") as info:
+        hub.load_backbone("clip_vit_base_patch16")
+    assert "save_to_preset" in str(info.value)
+    assert "Received: backbone='clip_vit_base_patch16'" in str(info.value)
+    with pytest.raises(ValueError, match="no config.json"):
+        hub.load_backbone(str(tmp_path))
+    with pytest.raises(TypeError, match="Received: backbone=3"):
+        hub.load_backbone(3)
+    with pytest.raises(ValueError, match="CLIPBackbone or SigLIPBackbone"):
+        models.DualEncoder.from_hub(tiny_vit())
+    with pytest.raises(ValueError, match="Received: pooling='max'"):
+        HubImageEncoder(tiny_vit(), pooling="max")
+
+
+def test_train_retrieve_from_a_local_preset_dir(tmp_path, capsys):
+    keras.utils.set_random_seed(0)
+    tiny_vit().save_to_preset(str(tmp_path / "vit"))
+    out = tmp_path / "out"
+    code = cli.main(["train", "--task", "retrieve", "--epochs", "1",
+                     "--max-train-samples", "32", "--out", str(out),
+                     "--image-backbone", str(tmp_path / "vit")])
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0.0 <= metrics["recall_at_1"] <= 1.0
+    assert metrics["image_backbone"] == str(tmp_path / "vit")
+    assert "fused_attention" in metrics["kernels"]
+    loaded = keras.saving.load_model(out / "model.keras")
+    assert isinstance(loaded.encoders["image"], HubImageEncoder)
+
+    code = cli.main(["train", "--task", "retrieve", "--epochs", "1",
+                     "--out", str(tmp_path / "no"),
+                     "--image-backbone", "vit_base_patch16_224_imagenet"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "never downloads" in err and "save_to_preset" in err
+    assert not (tmp_path / "no").exists()

@@ -76,9 +76,9 @@ def test_dual_encoder_from_hub_matches_keras_hub_fits_and_saves(
     data = pairs()
     # keras-hub's own embeddings, before anything changes the towers.
     want_image = keras.ops.convert_to_numpy(
-        backbone.get_vision_embeddings(data["image"][:4]))
+        backbone.get_vision_embeddings(data["image"][:8]))
     want_text = keras.ops.convert_to_numpy(
-        backbone.get_text_embeddings(data["text"][:4]))
+        backbone.get_text_embeddings(data["text"][:8]))
 
     model = models.DualEncoder.from_hub(backbone)
     assert model.kind == ("softmax" if family == "clip" else "sigmoid")
@@ -88,7 +88,7 @@ def test_dual_encoder_from_hub_matches_keras_hub_fits_and_saves(
     for tower, want in (("image", want_image), ("text", want_text)):
         want = want / np.linalg.norm(want, axis=1, keepdims=True)
         np.testing.assert_allclose(
-            model.encode(data[tower][:4], tower), want, rtol=1e-4, atol=1e-5)
+            model.encode(data[tower][:8], tower), want, rtol=1e-4, atol=1e-5)
 
     before = weights_of(model.encoders["image"])
     model.compile(optimizer=keras.optimizers.Adam(1e-3),
@@ -104,8 +104,8 @@ def test_dual_encoder_from_hub_matches_keras_hub_fits_and_saves(
     model.save(path)
     loaded = keras.saving.load_model(path)
     for tower in ("image", "text"):
-        np.testing.assert_allclose(loaded.encode(data[tower], tower),
-                                   model.encode(data[tower], tower),
+        np.testing.assert_allclose(loaded.encode(data[tower][:8], tower),
+                                   model.encode(data[tower][:8], tower),
                                    rtol=1e-5, atol=1e-6)
 
 
@@ -145,13 +145,17 @@ def test_text_encoder_masks_padding_of_a_bert_backbone():
         vocabulary_size=VOCAB, num_layers=1, num_heads=2, hidden_dim=32,
         intermediate_dim=64, max_sequence_length=LENGTH)
     encoder = HubTextEncoder(bert, pooling="mean")
-    short = np.array([[5, 6, 7, 0]], "int32")
-    padded = np.array([[5, 6, 7, 0, 0, 0, 0, 0]], "int32")
-    other = np.array([[5, 6, 7, 9, 9, 9, 9, 9]], "int32")
-    out = [keras.ops.convert_to_numpy(encoder(x)) for x in (short, padded,
-                                                            other)]
-    np.testing.assert_allclose(out[0], out[1], rtol=1e-4, atol=1e-5)
-    assert not np.allclose(out[0], out[2], atol=1e-3)
+    ids = np.array([[5, 6, 7, 0, 0, 0, 0, 0],
+                    [5, 6, 7, 9, 9, 9, 9, 9]], "int32")
+    pooled = keras.ops.convert_to_numpy(encoder(ids))
+    # The mean of BERT's own outputs over the three real tokens (BERT is
+    # given the padding mask, so the padding changes none of them).
+    sequence = keras.ops.convert_to_numpy(bert({
+        "token_ids": ids, "segment_ids": np.zeros_like(ids),
+        "padding_mask": ids != 0})["sequence_output"])
+    np.testing.assert_allclose(pooled[0], sequence[0, :3].mean(0),
+                               rtol=1e-4, atol=1e-5)
+    assert not np.allclose(pooled[0], pooled[1], atol=1e-3)
 
 
 def test_a_hub_name_is_refused_with_how_to_provide_the_files(tmp_path):
@@ -169,12 +173,40 @@ def test_a_hub_name_is_refused_with_how_to_provide_the_files(tmp_path):
         HubImageEncoder(tiny_vit(), pooling="max")
 
 
+def write_manifest(folder, rows=40):
+    """A small image/audio manifest: every split stays small (the built-in
+    digits' test split alone costs ~10 s of encoding on JAX)."""
+    import wave
+
+    from PIL import Image
+
+    lines = ["image,audio,label"]
+    rng = np.random.default_rng(0)
+    for i in range(rows):
+        label = i % 2
+        Image.fromarray((rng.random((16, 16)) * 255).astype("uint8")).save(
+            folder / f"img{i}.png")
+        with wave.open(str(folder / f"a{i}.wav"), "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(8000)
+            tone = np.sin(np.arange(800) * (0.1 + 0.2 * label)) * 2000
+            w.writeframes(tone.astype("<i2").tobytes())
+        lines.append(f"img{i}.png,a{i}.wav,{'cat' if label else 'dog'}")
+    path = folder / "manifest.csv"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def test_train_retrieve_from_a_local_preset_dir(tmp_path, capsys):
     keras.utils.set_random_seed(0)
     tiny_vit().save_to_preset(str(tmp_path / "vit"))
     out = tmp_path / "out"
+    # The manifest's 32x32 grey images are resized and channel-repeated to
+    # the ViT's 16x16x3.
     code = cli.main(["train", "--task", "retrieve", "--epochs", "1",
-                     "--max-train-samples", "32", "--out", str(out),
+                     "--data", str(write_manifest(tmp_path)),
+                     "--out", str(out),
                      "--image-backbone", str(tmp_path / "vit")])
     assert code == 0
     metrics = json.loads((out / "metrics.json").read_text())

@@ -181,6 +181,16 @@ def dual_towers(backbone, trainable=True, fused=True, implementation=None):
         scale = float(ops.convert_to_numpy(ops.exp(head.logit_scale)))
         bias = float(ops.convert_to_numpy(head.logit_bias))
         dim = image.compute_output_shape((None, *vision.image_shape))[-1]
+        text_dim = words.compute_output_shape(
+            (None, text.max_sequence_length))[-1]
+        if text_dim != dim:
+            # The DualEncoder compares the towers' vectors as they are.
+            raise ValueError(
+                "Argument `backbone`: the SigLIP towers output vectors of "
+                f"different widths (image {dim}, text {text_dim}); give the "
+                "text encoder `projection_dim` equal to the vision "
+                "`hidden_dim`. Received: a SigLIPBackbone with those widths"
+            )
     return {
         "encoders": {"image": image, "text": words},
         "input_shapes": {"image": tuple(vision.image_shape),

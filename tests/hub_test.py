@@ -169,6 +169,14 @@ def test_a_hub_name_is_refused_with_how_to_provide_the_files(tmp_path):
         hub.load_backbone(3)
     with pytest.raises(ValueError, match="CLIPBackbone or SigLIPBackbone"):
         models.DualEncoder.from_hub(tiny_vit())
+    mismatched = keras_hub.models.SigLIPBackbone(
+        tiny_siglip().vision_encoder,
+        keras_hub.models.SigLIPTextEncoder(
+            vocabulary_size=VOCAB, embedding_dim=32, hidden_dim=32,
+            num_layers=1, num_heads=2, intermediate_dim=64,
+            max_sequence_length=LENGTH, projection_dim=24))
+    with pytest.raises(ValueError, match=r"image 32, text 24"):
+        models.DualEncoder.from_hub(mismatched, fused=False)
     with pytest.raises(ValueError, match="Received: pooling='max'"):
         HubImageEncoder(tiny_vit(), pooling="max")
 

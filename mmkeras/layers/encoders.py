@@ -591,11 +591,12 @@ class HubImageEncoder(_HubEncoder):
 
     Example:
 
-    >>> import keras_hub
+    >>> import numpy as np
+    >>> import keras_hub  # after mmkeras: it imports TensorFlow
     >>> vit = keras_hub.models.ViTBackbone(
     ...     image_shape=(32, 32, 3), patch_size=8, num_layers=1, num_heads=2,
     ...     hidden_dim=32, mlp_dim=64)
-    >>> HubImageEncoder(vit)(np.zeros((2, 32, 32, 3), "float32")).shape
+    >>> tuple(HubImageEncoder(vit)(np.zeros((2, 32, 32, 3), "float32")).shape)
     (2, 32)
     """
 

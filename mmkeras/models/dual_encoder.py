@@ -105,7 +105,8 @@ class DualEncoder(MultimodalModel):
 
         Example:
 
-        >>> import keras_hub
+        >>> import mmkeras
+        >>> import keras_hub  # after mmkeras: it imports TensorFlow
         >>> clip = keras_hub.models.CLIPBackbone(
         ...     keras_hub.models.CLIPVisionEncoder(
         ...         patch_size=8, hidden_dim=32, num_layers=1, num_heads=2,

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <limits>
 #include <new>
 #include <thread>
@@ -28,17 +29,50 @@ inline int num_threads() {
   return n;
 }
 
+// A framework's thread pool, lent to the kernels for the calls of one
+// thread (ScopedTaskPool): a framework whose pool threads wait by spinning
+// (TensorFlow's) would otherwise take the cores from threads of ours.
+class TaskPool {
+ public:
+  virtual ~TaskPool() = default;
+  virtual int num_threads() const = 0;
+  // Runs work(i) for every i in [0, n) and returns when all are done.
+  virtual void run(int64_t n, const std::function<void(int64_t)>& work) = 0;
+};
+
+// The pool lent to the calling thread, or nullptr (defined in dispatch.cc,
+// so that an adapter and the kernel library see the same one).
+TaskPool* task_pool();
+void set_task_pool(TaskPool* pool);
+
+// Lends `pool` to the kernels this thread calls while it is in scope.
+class ScopedTaskPool {
+ public:
+  explicit ScopedTaskPool(TaskPool* pool) : saved_(task_pool()) {
+    set_task_pool(pool);
+  }
+  ~ScopedTaskPool() { set_task_pool(saved_); }
+  ScopedTaskPool(const ScopedTaskPool&) = delete;
+  ScopedTaskPool& operator=(const ScopedTaskPool&) = delete;
+
+ private:
+  TaskPool* saved_;
+};
+
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 inline int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
 
 // Runs fn(i) for i in [0, n) on up to num_threads() threads (at most
-// max_workers when that is positive), dynamically scheduled. Threads are
-// created per call, which costs tens of microseconds: callers with little
-// work pass max_workers = 1.
+// max_workers when that is positive; the lent pool's size when there is
+// one), dynamically scheduled. Without a lent pool, threads are created per
+// call, which costs tens of microseconds: callers with little work pass
+// max_workers = 1.
 template <typename F>
 void parallel_for(int64_t n, F fn, int max_workers = 0) {
-  const int64_t cap = max_workers > 0 ? std::min(max_workers, num_threads())
-                                      : num_threads();
+  TaskPool* lent = task_pool();
+  const int threads = lent ? lent->num_threads() : num_threads();
+  const int64_t cap = max_workers > 0 ? std::min(max_workers, threads)
+                                      : threads;
   int64_t workers = std::min<int64_t>(cap, n);
   if (workers <= 1) {
     for (int64_t i = 0; i < n; ++i) fn(i);
@@ -48,6 +82,10 @@ void parallel_for(int64_t n, F fn, int max_workers = 0) {
   auto work = [&]() {
     for (int64_t i = next++; i < n; i = next++) fn(i);
   };
+  if (lent) {
+    lent->run(workers, [&](int64_t) { work(); });
+    return;
+  }
   std::vector<std::thread> pool;
   pool.reserve(workers - 1);
   for (int64_t w = 1; w < workers; ++w) pool.emplace_back(work);

@@ -61,6 +61,13 @@ Level level() {
 
 }  // namespace
 
+namespace {
+thread_local TaskPool* lent_pool = nullptr;
+}  // namespace
+
+TaskPool* task_pool() { return lent_pool; }
+void set_task_pool(TaskPool* pool) { lent_pool = pool; }
+
 const std::vector<std::string>& isa_levels() {
   static const std::vector<std::string> names = {"generic", "avx2", "avx512",
                                                 "avx512bf16"};

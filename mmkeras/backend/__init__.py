@@ -14,6 +14,7 @@ import importlib
 import sys
 
 BACKENDS = ("tensorflow", "jax", "torch")
+FAMILIES = ("attention", "fusion")
 
 
 class BuildFailure(str):
@@ -21,7 +22,6 @@ class BuildFailure(str):
     its adapter failed to build, load or import. Unlike a reason such as an
     unsupported dtype or device, this is a bug the user must hear about, so
     auto mode warns once per process (`mmkeras.kernels.select_native`)."""
-FAMILIES = ("attention", "fusion")
 
 
 def glue(backend_name, family="attention"):

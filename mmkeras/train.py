@@ -292,7 +292,9 @@ def run_retrieve(data, modalities, epochs, fusion, out, seed, plan,
                                           test["label"]),
         "paired_recall_at_1": models.recall_at_k(audio, images, 1),
     }
-    top, _ = model.retrieve(test["audio"][:4], test["image"], k=5)
+    # A small --data manifest can leave fewer than 5 test images.
+    top, _ = model.retrieve(test["audio"][:4], test["image"],
+                            k=min(5, len(test["image"])))
     plots.retrieval(out / "retrieval.png", test["audio"][:4],
                     data["test"]["image"], top, test["label"],
                     info["class_names"])

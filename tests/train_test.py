@@ -72,6 +72,18 @@ def test_train_on_a_manifest(tmp_path):
     assert metrics["modalities"] == ["image", "text", "audio"]
 
 
+def test_retrieve_on_a_manifest_with_few_test_rows(tmp_path):
+    # 24 rows leave fewer than 5 test images: the top-5 plot takes fewer.
+    out = tmp_path / "out"
+    code = cli.main(["train", "--task", "retrieve", "--epochs", "1",
+                     "--data", str(_write_manifest(tmp_path)),
+                     "--out", str(out)])
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0.0 <= metrics["recall_at_1"] <= 1.0
+    assert (out / "retrieval.png").exists()
+
+
 def test_missing_file_is_a_clear_error_and_writes_nothing(tmp_path, capsys):
     out = tmp_path / "out"
     code = cli.main(["train", "--data", str(_write_manifest(tmp_path, True)),

@@ -8,6 +8,7 @@ import json
 import keras
 import numpy as np
 import pytest
+from manifest_helpers import write_manifest
 
 import mmkeras  # noqa: F401  first: imports Triton before keras-hub's TF
 from mmkeras import cli
@@ -181,31 +182,6 @@ def test_a_hub_name_is_refused_with_how_to_provide_the_files(tmp_path):
         HubImageEncoder(tiny_vit(), pooling="max")
 
 
-def write_manifest(folder, rows=40):
-    """A small image/audio manifest: every split stays small (the built-in
-    digits' test split alone costs ~10 s of encoding on JAX)."""
-    import wave
-
-    from PIL import Image
-
-    lines = ["image,audio,label"]
-    rng = np.random.default_rng(0)
-    for i in range(rows):
-        label = i % 2
-        Image.fromarray((rng.random((16, 16)) * 255).astype("uint8")).save(
-            folder / f"img{i}.png")
-        with wave.open(str(folder / f"a{i}.wav"), "wb") as w:
-            w.setnchannels(1)
-            w.setsampwidth(2)
-            w.setframerate(8000)
-            tone = np.sin(np.arange(800) * (0.1 + 0.2 * label)) * 2000
-            w.writeframes(tone.astype("<i2").tobytes())
-        lines.append(f"img{i}.png,a{i}.wav,{'cat' if label else 'dog'}")
-    path = folder / "manifest.csv"
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
 def test_train_retrieve_from_a_local_preset_dir(tmp_path, capsys):
     keras.utils.set_random_seed(0)
     tiny_vit().save_to_preset(str(tmp_path / "vit"))
@@ -213,7 +189,8 @@ def test_train_retrieve_from_a_local_preset_dir(tmp_path, capsys):
     # The manifest's 32x32 grey images are resized and channel-repeated to
     # the ViT's 16x16x3.
     code = cli.main(["train", "--task", "retrieve", "--epochs", "1",
-                     "--data", str(write_manifest(tmp_path)),
+                     "--data",
+                     str(write_manifest(tmp_path, rows=40, text=False)),
                      "--out", str(out),
                      "--image-backbone", str(tmp_path / "vit")])
     assert code == 0

@@ -5,8 +5,8 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
+from manifest_helpers import write_manifest
 
 from mmkeras import cli
 from mmkeras.train import TASKS
@@ -36,36 +36,10 @@ def test_each_task_writes_model_metrics_and_plots(task, tmp_path, capsys):
     assert not (tmp_path / f"{task}.partial").exists()
 
 
-def _write_manifest(tmp_path, missing=False):
-    import wave
-
-    from PIL import Image
-
-    rows = ["image,audio,text,label"]
-    rng = np.random.default_rng(0)
-    for i in range(24):
-        label = i % 2
-        Image.fromarray((rng.random((16, 16)) * 255).astype("uint8")).save(
-            tmp_path / f"img{i}.png")
-        with wave.open(str(tmp_path / f"a{i}.wav"), "wb") as w:
-            w.setnchannels(1)
-            w.setsampwidth(2)
-            w.setframerate(8000)
-            tone = np.sin(np.arange(800) * (0.1 + 0.2 * label)) * 2000
-            w.writeframes(tone.astype("<i2").tobytes())
-        rows.append(f"img{i}.png,a{i}.wav,{'cat' if label else 'dog'} photo,"
-                    f"{'cat' if label else 'dog'}")
-    if missing:
-        rows.append("nowhere.png,a0.wav,dog photo,dog")
-    path = tmp_path / "manifest.csv"
-    path.write_text("\n".join(rows) + "\n")
-    return path
-
-
 def test_train_on_a_manifest(tmp_path):
     out = tmp_path / "out"
     code = cli.main(["train", "--task", "classify", "--epochs", "1",
-                     "--data", str(_write_manifest(tmp_path)),
+                     "--data", str(write_manifest(tmp_path)),
                      "--out", str(out)])
     assert code == 0
     metrics = json.loads((out / "metrics.json").read_text())
@@ -76,7 +50,7 @@ def test_retrieve_on_a_manifest_with_few_test_rows(tmp_path):
     # 24 rows leave fewer than 5 test images: the top-5 plot takes fewer.
     out = tmp_path / "out"
     code = cli.main(["train", "--task", "retrieve", "--epochs", "1",
-                     "--data", str(_write_manifest(tmp_path)),
+                     "--data", str(write_manifest(tmp_path)),
                      "--out", str(out)])
     assert code == 0
     metrics = json.loads((out / "metrics.json").read_text())
@@ -86,8 +60,8 @@ def test_retrieve_on_a_manifest_with_few_test_rows(tmp_path):
 
 def test_missing_file_is_a_clear_error_and_writes_nothing(tmp_path, capsys):
     out = tmp_path / "out"
-    code = cli.main(["train", "--data", str(_write_manifest(tmp_path, True)),
-                     "--out", str(out)])
+    manifest = write_manifest(tmp_path, missing=True)
+    code = cli.main(["train", "--data", str(manifest), "--out", str(out)])
     assert code == 2
     err = capsys.readouterr().err
     assert "nowhere.png" in err and "row" in err and "image" in err

@@ -119,9 +119,10 @@ inline const uint8_t* mask_row(const AttentionProblem& p, int64_t b, int64_t n,
 struct Fp32Products {
   using Elem = float;  // element of a query row
   using Packed = PackedKV;
+  // The backward also needs V^T tiles and K rows.
   static Packed pack(const AttentionProblem& p, const float* k,
-                     const float* v) {
-    Packed pk(p, /*transposed_v=*/false, /*rows_k=*/false);
+                     const float* v, bool backward) {
+    Packed pk(p, /*transposed_v=*/backward, /*rows_k=*/backward);
     pack_kv(p, k, v, pk);
     return pk;
   }
@@ -141,13 +142,6 @@ struct Fp32Products {
   }
 
   // The backward's operands.
-  using BwdPacked = PackedKV;
-  static BwdPacked pack_backward(const AttentionProblem& p, const float* k,
-                                 const float* v) {
-    BwdPacked pk(p, /*transposed_v=*/true, /*rows_k=*/true);
-    pack_kv(p, k, v, pk);
-    return pk;
-  }
   // q pre-scaled to base-2 logits and dO, by row (B * N * Tp rows of Hp).
   struct Rows {
     int64_t Hp;
@@ -162,17 +156,17 @@ struct Fp32Products {
       }
     }
   };
-  static void bwd_scores(const Rows& rw, const BwdPacked& pk, int64_t row0,
+  static void bwd_scores(const Rows& rw, const Packed& pk, int64_t row0,
                          int64_t bk, int64_t kb, int64_t H, float /*qscale*/,
                          float* s) {
     dot_tile(rw.q.ptr + row0 * rw.Hp, rw.Hp, pk.kt_block(bk, kb, H), H, s);
   }
-  static void bwd_dprobs(const Rows& rw, const BwdPacked& pk, int64_t row0,
+  static void bwd_dprobs(const Rows& rw, const Packed& pk, int64_t row0,
                          int64_t bk, int64_t kb, int64_t H, float* dp) {
     dot_tile(rw.dout.ptr + row0 * rw.Hp, rw.Hp, pk.vt_block(bk, kb, H), H, dp);
   }
   // dQ rows += dS K (unscaled; the scale is applied in the reduction).
-  static void bwd_dq(const BwdPacked& pk, float* dq, int64_t Hp,
+  static void bwd_dq(const Packed& pk, float* dq, int64_t Hp,
                      const float* ds, int64_t bk, int64_t j0, int64_t cols) {
     accumulate_rows(dq, Hp, ds, pk.kr_rows(bk, j0), Hp, cols);
   }
@@ -270,8 +264,8 @@ struct Bf16Products {
   using Elem = BfPair;
   using Packed = PackedKVBf16;
   static Packed pack(const AttentionProblem& p, const float* k,
-                     const float* v) {
-    Packed pk(p, /*backward=*/false);
+                     const float* v, bool backward) {
+    Packed pk(p, backward);
     pack_kv_bf16(p, k, v, pk);
     return pk;
   }
@@ -304,13 +298,6 @@ struct Bf16Products {
   // The backward's operands: q (unscaled, exact) and dO (exact too: the
   // gradient of a bfloat16 output) as pairs along the head dim for the
   // score and dP tiles, and as pairs along the query rows for dK and dV.
-  using BwdPacked = PackedKVBf16;
-  static BwdPacked pack_backward(const AttentionProblem& p, const float* k,
-                                 const float* v) {
-    BwdPacked pk(p, /*backward=*/true);
-    pack_kv_bf16(p, k, v, pk);
-    return pk;
-  }
   struct Rows {
     int64_t H2, Hp;
     AlignedBuffer<BfPair> q, dout;            // (rows, H2)
@@ -330,19 +317,19 @@ struct Bf16Products {
       }
     }
   };
-  static void bwd_scores(const Rows& rw, const BwdPacked& pk, int64_t row0,
+  static void bwd_scores(const Rows& rw, const Packed& pk, int64_t row0,
                          int64_t bk, int64_t kb, int64_t /*H*/, float qscale,
                          float* s) {
     dot_tile_bf16(rw.q.ptr + row0 * rw.H2, rw.H2, pk.kt_block(bk, kb), rw.H2,
                   s);
     scale_tile(s, qscale);
   }
-  static void bwd_dprobs(const Rows& rw, const BwdPacked& pk, int64_t row0,
+  static void bwd_dprobs(const Rows& rw, const Packed& pk, int64_t row0,
                          int64_t bk, int64_t kb, int64_t /*H*/, float* dp) {
     dot_tile_bf16(rw.dout.ptr + row0 * rw.H2, rw.H2, pk.vt_block(bk, kb),
                   rw.H2, dp);
   }
-  static void bwd_dq(const BwdPacked& pk, float* dq, int64_t Hp,
+  static void bwd_dq(const Packed& pk, float* dq, int64_t Hp,
                      const float* ds, int64_t bk, int64_t j0, int64_t cols) {
     alignas(64) BfPair pairs[RT * BC / 2];
     pairs_of_rows(ds, RT, pairs);
@@ -389,7 +376,7 @@ void forward(const AttentionProblem& p, const float* q, const float* k,
     return;
   }
   const int64_t G = N / K;
-  const typename Products::Packed pk = Products::pack(p, k, v);
+  const typename Products::Packed pk = Products::pack(p, k, v, false);
   const int64_t Hp = pk.Hp, nkb = pk.nkb, nqb = ceil_div(T, BR);
   const int64_t QL = Products::row_len(H);
   const float qscale = p.scale * kLog2e;  // logits in base 2
@@ -506,7 +493,7 @@ void backward(const AttentionProblem& p, const float* q, const float* k,
               const float* dout, float* dq, float* dk, float* dv) {
   const int64_t B = p.B, T = p.T, S = p.S, N = p.N, K = p.K, H = p.H;
   const int64_t G = N / K;
-  const typename Products::BwdPacked pk = Products::pack_backward(p, k, v);
+  const typename Products::Packed pk = Products::pack(p, k, v, true);
   const int64_t Hp = pk.Hp, nkb = pk.nkb;
   const int64_t Tp = round_up(T, RT);
   const float qscale = p.scale * kLog2e;

@@ -599,7 +599,7 @@ def main(argv=None):
         f"triton {triton.__version__}"
     )
     from mmkeras.triton_kernels import flash_attention as fa
-    from mmkeras.triton_kernels import torch_ops
+    from mmkeras.backend import torch_attention_triton as torch_ops
 
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False

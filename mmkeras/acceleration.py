@@ -320,7 +320,7 @@ def restore(model):
 
 
 def _checked_implementation(implementation):
-    from mmkeras import kernels
+    from mmkeras import kernel_selection as kernels
 
     # Resolved at call time by fused_attention (MMKERAS_KERNELS may change),
     # but a typo fails here, before any layer changed.

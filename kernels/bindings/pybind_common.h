@@ -8,6 +8,8 @@
 
 #include <cstdint>
 #include <optional>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 namespace mmkeras_pybind {
@@ -28,6 +30,19 @@ inline std::vector<int64_t> mask_dims(const std::optional<Bool>& mask) {
 
 inline const uint8_t* mask_ptr(const std::optional<Bool>& mask) {
   return mask ? reinterpret_cast<const uint8_t*>(mask->data()) : nullptr;
+}
+
+// Shape checks of the adapters' extra inputs (gradients, scalars).
+inline void check_same(const F32& x, const std::vector<int64_t>& expected,
+                       const char* name) {
+  if (dims(x) != expected)
+    throw std::invalid_argument(std::string(name) +
+                                " does not have the expected shape");
+}
+
+inline void check_scalar(const F32& x, const char* name) {
+  if (x.size() != 1)
+    throw std::invalid_argument(std::string(name) + " must be a scalar");
 }
 
 }  // namespace mmkeras_pybind

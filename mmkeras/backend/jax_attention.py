@@ -3,7 +3,7 @@
 - CPU: XLA FFI custom calls into the C++ kernel. Works eagerly, inside
   `jax.jit` and under `jax.vmap` (leading dims are folded into the batch by
   the handler).
-- GPU: Pallas kernels (`mmkeras.triton_kernels.pallas_attention`), which
+- GPU: Pallas kernels (`mmkeras.pallas_kernels.attention`), which
   Pallas lowers to Triton on NVIDIA GPUs. `interpret` runs the same kernels
   in Pallas' interpreter on any platform (tests on CPU-only machines).
 
@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mmkeras.backend import jax_sharding
+from mmkeras.backend.jax_common import float32_call
 from mmkeras.backend.jax_common import platforms
 from mmkeras.backend.jax_common import register_cpu_targets
 
@@ -29,8 +30,8 @@ _BWD = "mmkeras_attention_bwd"
 def _register():
     """Builds and registers the CPU targets; returns None or the reason."""
     return register_cpu_targets(
-        "mmkeras_xla_ffi",
-        ["bindings/xla_ffi.cc"],
+        "mmkeras_xla_ffi_attention",
+        ["bindings/xla_ffi_attention.cc"],
         {_FWD: "MmkerasAttentionForward", _BWD: "MmkerasAttentionBackward"},
         "the XLA FFI adapter",
     )
@@ -63,29 +64,15 @@ def _forward_call(q, k, v, mask, has_mask, is_causal, scale, bf16_products):
     # `mask` is always an array: the placeholder of `_mask_operand` when
     # `has_mask` is False.
     lse_shape = q.shape[:-3] + (q.shape[-2], q.shape[-3])
-    call = jax.ffi.ffi_call(
-        _FWD,
-        (
-            jax.ShapeDtypeStruct(q.shape, jnp.float32),
-            jax.ShapeDtypeStruct(lse_shape, jnp.float32),
-        ),
-        vmap_method="broadcast_all",
-    )
+    call = float32_call(_FWD, q.shape, lse_shape, vmap_method="broadcast_all")
     return call(q, k, v, mask, bf16_products=np.int64(bf16_products),
                 **_attrs(has_mask, is_causal, scale))
 
 
 def _backward_call(q, k, v, mask, out, lse, dout, has_mask, is_causal,
                    scale, bf16_products):
-    call = jax.ffi.ffi_call(
-        _BWD,
-        (
-            jax.ShapeDtypeStruct(q.shape, jnp.float32),
-            jax.ShapeDtypeStruct(k.shape, jnp.float32),
-            jax.ShapeDtypeStruct(v.shape, jnp.float32),
-        ),
-        vmap_method="broadcast_all",
-    )
+    call = float32_call(_BWD, q.shape, k.shape, v.shape,
+                        vmap_method="broadcast_all")
     return call(q, k, v, mask, out, lse, dout,
                 bf16_products=np.int64(bf16_products),
                 **_attrs(has_mask, is_causal, scale))
@@ -99,7 +86,7 @@ _FORCE_PATH = None
 def _pallas():
     """(pallas_attention module, None) or (None, why it is not usable)."""
     try:
-        from mmkeras.triton_kernels import pallas_attention
+        from mmkeras.pallas_kernels import attention as pallas_attention
     except ImportError as e:
         return None, f"the Pallas kernels cannot be imported: {e}"
     reason = pallas_attention.unavailable_reason()
@@ -199,7 +186,7 @@ def unavailable_reason(query):
     return reason if path is None else _path_reason(path)
 
 
-def attention(query, key, value, mask, is_causal, scale, bf16_products=False):
+def fused_attention(query, key, value, mask, is_causal, scale, bf16_products=False):
     path, reason = _path(query)
     reason = reason or _path_reason(path)
     if reason:

@@ -3,6 +3,7 @@
 import ctypes
 
 import jax
+import jax.numpy as jnp
 
 from mmkeras.backend import BuildFailure
 from mmkeras.backend import build
@@ -14,6 +15,16 @@ def platforms(array):
     if isinstance(array, jax.core.Tracer):
         return {jax.default_backend()}
     return {d.platform for d in array.devices()}
+
+
+def float32_call(target, *shapes, vmap_method="sequential"):
+    """`jax.ffi.ffi_call` of a CPU target whose results are float32 arrays
+    of the given shapes."""
+    return jax.ffi.ffi_call(
+        target,
+        tuple(jax.ShapeDtypeStruct(s, jnp.float32) for s in shapes),
+        vmap_method=vmap_method,
+    )
 
 
 def compile_flags():

@@ -1,6 +1,5 @@
 """JAX glue of the fusion family: XLA FFI custom calls under `jax.custom_vjp`
-for `gated_fusion`, `low_rank_fusion` and `contrastive_loss` (contracts in
-kernels/cpu/fusion.h and contrastive.h).
+for `gated_fusion` and `low_rank_fusion` (contract in kernels/cpu/fusion.h).
 
 Works eagerly and inside `jax.jit`; under `jax.vmap` the calls run once per
 mapped element (`vmap_method="sequential"`). Under `jax.jit` with sharded
@@ -15,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mmkeras.backend import jax_sharding
+from mmkeras.backend.jax_common import float32_call
 from mmkeras.backend.jax_common import platforms
 from mmkeras.backend.jax_common import register_cpu_targets
 
@@ -23,8 +23,6 @@ _TARGETS = {
     "mmkeras_gated_fusion_bwd": "MmkerasGatedFusionBackward",
     "mmkeras_low_rank_fusion_fwd": "MmkerasLowRankFusionForward",
     "mmkeras_low_rank_fusion_bwd": "MmkerasLowRankFusionBackward",
-    "mmkeras_contrastive_fwd": "MmkerasContrastiveForward",
-    "mmkeras_contrastive_bwd": "MmkerasContrastiveBackward",
 }
 
 
@@ -39,21 +37,9 @@ def _register():
     )
 
 
-def _call(target, *shapes):
-    return jax.ffi.ffi_call(
-        target,
-        tuple(jax.ShapeDtypeStruct(s, jnp.float32) for s in shapes),
-        vmap_method="sequential",
-    )
-
-
 def _mask_operand(mask):
     # The handlers always take a mask; `has_mask=0` ignores it.
     return jnp.ones((1, 1), jnp.bool_) if mask is None else mask
-
-
-def _has(x):
-    return np.int64(x is not None)
 
 
 # ---------------------------------------------------------------- gated fusion
@@ -66,19 +52,19 @@ def _fusion_calls(has_mask):
     flag = np.int64(has_mask)
 
     def gated_forward(h, g, mask):
-        return _call("mmkeras_gated_fusion_fwd", h.shape[1:])(
+        return float32_call("mmkeras_gated_fusion_fwd", h.shape[1:])(
             h, g, mask, has_mask=flag)
 
     def gated_backward(h, g, mask, dout):
-        return _call("mmkeras_gated_fusion_bwd", h.shape, g.shape)(
+        return float32_call("mmkeras_gated_fusion_bwd", h.shape, g.shape)(
             h, g, mask, dout, has_mask=flag)
 
     def low_rank_forward(f, mask):
-        return _call("mmkeras_low_rank_fusion_fwd", f.shape[2:])(
+        return float32_call("mmkeras_low_rank_fusion_fwd", f.shape[2:])(
             f, mask, has_mask=flag)
 
     def low_rank_backward(f, mask, dout):
-        return _call("mmkeras_low_rank_fusion_bwd", f.shape)(
+        return float32_call("mmkeras_low_rank_fusion_bwd", f.shape)(
             f, mask, dout, has_mask=flag)
 
     return {
@@ -135,42 +121,6 @@ def _low_rank_bwd(residuals, dout):
 _low_rank.defvjp(_low_rank_fwd, _low_rank_bwd)
 
 
-# ------------------------------------------------------------ contrastive loss
-
-
-def _contrastive_call(a, b, scale, bias, sigmoid):
-    bias_operand = jnp.zeros((), jnp.float32) if bias is None else bias
-    return _call("mmkeras_contrastive_fwd", (), (2, a.shape[0]))(
-        a, b, scale, bias_operand, has_bias=_has(bias),
-        sigmoid=np.int64(sigmoid),
-    )
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
-def _contrastive(a, b, scale, bias, sigmoid):
-    return _contrastive_call(a, b, scale, bias, sigmoid)[0]
-
-
-def _contrastive_fwd(a, b, scale, bias, sigmoid):
-    loss, lse = _contrastive_call(a, b, scale, bias, sigmoid)
-    return loss, (a, b, scale, bias, lse)
-
-
-def _contrastive_bwd(sigmoid, residuals, dloss):
-    a, b, scale, bias, lse = residuals
-    bias_operand = jnp.zeros((), jnp.float32) if bias is None else bias
-    da, db, dscale, dbias = _call(
-        "mmkeras_contrastive_bwd", a.shape, b.shape, (), ()
-    )(
-        a, b, scale, bias_operand, lse, dloss, has_bias=_has(bias),
-        sigmoid=np.int64(sigmoid),
-    )
-    return da, db, dscale, (None if bias is None else dbias)
-
-
-_contrastive.defvjp(_contrastive_fwd, _contrastive_bwd)
-
-
 # ------------------------------------------------------------ public functions
 
 
@@ -200,11 +150,6 @@ def low_rank_fusion(factors, modality_mask):
     return _low_rank(factors, modality_mask)
 
 
-def contrastive_loss(a, b, logit_scale, logit_bias, sigmoid):
-    _ensure_registered()
-    return _contrastive(a, b, logit_scale, logit_bias, bool(sigmoid))
-
-
 def status():
     reason = _register()
-    return [("jax CPU fusion + contrastive (XLA FFI)", reason is None, reason)]
+    return [("jax CPU fusion (XLA FFI)", reason is None, reason)]

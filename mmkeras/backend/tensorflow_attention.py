@@ -17,8 +17,8 @@ from mmkeras.backend.tensorflow_common import loaded_ops
 def _load():
     """Returns `(ops_module, None)` or `(None, reason)`."""
     return load_op_library(
-        "mmkeras_tf_ops",
-        ["bindings/tf_ops.cc"],
+        "mmkeras_tf_ops_attention",
+        ["bindings/tf_ops_attention.cc"],
         "the TensorFlow op",
     )
 
@@ -27,7 +27,7 @@ def unavailable_reason(query):
     return cpu_only_reason(query, _load, "the TensorFlow native kernel runs")
 
 
-def attention(query, key, value, mask, is_causal, scale, bf16_products=False):
+def fused_attention(query, key, value, mask, is_causal, scale, bf16_products=False):
     ops = loaded_ops(_load)
     attrs = dict(has_mask=mask is not None, causal=bool(is_causal), scale=scale,
                  bf16_products=bool(bf16_products))

@@ -1,6 +1,6 @@
 """TensorFlow glue of the fusion family: custom ops from `tf.load_op_library`
-with gradients (`tf.custom_gradient`) for `gated_fusion`, `low_rank_fusion`
-and `contrastive_loss` (contracts in kernels/cpu/fusion.h and contrastive.h).
+with gradients (`tf.custom_gradient`) for `gated_fusion` and
+`low_rank_fusion` (contract in kernels/cpu/fusion.h).
 
 Differentiable eagerly and inside `tf.function` (what `model.fit` runs).
 """
@@ -75,30 +75,7 @@ def low_rank_fusion(factors, modality_mask):
     return run(factors)
 
 
-def contrastive_loss(a, b, logit_scale, logit_bias, sigmoid):
-    ops = _ops()
-    attrs = dict(has_bias=logit_bias is not None, sigmoid=bool(sigmoid))
-
-    @tf.custom_gradient
-    def run(a, b, scale, *bias):
-        bias_operand = bias[0] if bias else tf.zeros((), tf.float32)
-        loss, lse = ops.mmkeras_contrastive_forward(
-            a, b, scale, bias_operand, **attrs
-        )
-
-        def grad(dloss):
-            da, db, dscale, dbias = ops.mmkeras_contrastive_backward(
-                a, b, scale, bias_operand, lse, dloss, **attrs
-            )
-            return (da, db, dscale, dbias)[: 3 + len(bias)]
-
-        return loss, grad
-
-    args = (a, b, logit_scale) + (() if logit_bias is None else (logit_bias,))
-    return run(*args)
-
-
 def status():
     reason = _load()[1]
-    return [("tensorflow CPU fusion + contrastive (custom ops)", reason is None,
+    return [("tensorflow CPU fusion (custom ops)", reason is None,
              reason)]

@@ -1,7 +1,8 @@
-"""PyTorch glue: `torch.library` custom ops with registered autograd.
+"""PyTorch glue of the attention family: `torch.library` custom ops with
+registered autograd.
 
 CPU tensors run the C++ kernel through zero-copy numpy views; CUDA tensors run
-the Triton kernels (`mmkeras.triton_kernels`).
+the Triton kernels (torch_attention_triton.py registers them).
 """
 
 from typing import Optional
@@ -97,15 +98,16 @@ attention_fwd.register_autograd(_backward, setup_context=_setup_context)
 
 def unavailable_reason(query):
     return torch_common.unavailable_reason(
-        query, "torch_ops", "no native kernel for device type {!r}"
+        query, "torch_attention_triton", "no native kernel for device type {!r}"
     )
 
 
-def attention(query, key, value, mask, is_causal, scale, bf16_products=False):
+def fused_attention(query, key, value, mask, is_causal, scale, bf16_products=False):
     if query.device.type == "cuda":
-        from mmkeras.triton_kernels import torch_ops
+        from mmkeras.backend import torch_attention_triton
 
-        return torch_ops.attention(query, key, value, mask, is_causal, scale)
+        return torch_attention_triton.attention(query, key, value, mask,
+                                                is_causal, scale)
     out, _ = attention_fwd(query, key, value, mask, is_causal, float(scale),
                            bool(bf16_products))
     return out
@@ -113,5 +115,5 @@ def attention(query, key, value, mask, is_causal, scale, bf16_products=False):
 
 def status():
     return torch_common.status(
-        "torch CPU (C++ custom op)", "torch CUDA (Triton)", "torch_ops"
+        "torch CPU (C++ custom op)", "torch CUDA (Triton)", "torch_attention_triton"
     )

@@ -38,12 +38,12 @@ def save_with_lse(ctx, tensors, lse, **attrs):
 
 
 def triton_reason(module):
-    """Why the Triton ops in `mmkeras.triton_kernels.<module>` cannot be
+    """Why the Triton ops registered by `mmkeras.backend.<module>` cannot be
     used in this process, or None."""
     if _import_guard.TRITON_BLOCKED_REASON:
         return _import_guard.TRITON_BLOCKED_REASON
     try:
-        importlib.import_module(f"mmkeras.triton_kernels.{module}")
+        importlib.import_module(f"mmkeras.backend.{module}")
     except ImportError as e:
         return f"Triton is not usable: {e}"
     return None
@@ -51,8 +51,8 @@ def triton_reason(module):
 
 def unavailable_reason(x, triton_module, other_device):
     """Why the native kernels of a glue module cannot take a call on tensor
-    `x`, or None: CUDA tensors run the Triton ops of
-    `mmkeras.triton_kernels.<triton_module>`, CPU tensors the C++ kernels;
+    `x`, or None: CUDA tensors run the Triton ops that
+    `mmkeras.backend.<triton_module>` registers, CPU tensors the C++ kernels;
     `other_device`, formatted with the device type, says why no other device
     has them."""
     if x.device.type == "cuda":
@@ -66,7 +66,7 @@ def unavailable_reason(x, triton_module, other_device):
 
 def status(cpu_name, cuda_name, triton_module):
     """`status()` rows of a glue module: its C++ CPU ops and its Triton CUDA
-    ops (`mmkeras.triton_kernels.<triton_module>`)."""
+    ops (registered by `mmkeras.backend.<triton_module>`)."""
     reason = cpu_module.load()[1]
     rows = [(cpu_name, reason is None, reason)]
     if not torch.cuda.is_available():

@@ -1,4 +1,4 @@
-"""Input checks shared by the fusion and contrastive ops. They work on static
+"""Input checks shared by the fused ops. They work on static
 shapes, so they serve eager tensors and symbolic KerasTensors alike."""
 
 import keras

@@ -1,6 +1,10 @@
-"""How the public ops call their Keras operation."""
+"""How every fused op runs: the Keras-operation call and the one recipe that
+picks an implementation and calls it (docs/architecture.md, "Dispatch")."""
 
 import keras
+from keras import ops
+
+from mmkeras import kernel_selection
 
 
 def call_op(op, *args):
@@ -9,3 +13,38 @@ def call_op(op, *args):
     if any(isinstance(x, keras.KerasTensor) for x in args):
         return op.symbolic_call(*args)
     return op.call(*args)
+
+
+def run_fused(op_name, implementation, floats, others, reference, **attrs):
+    """Runs a fused op's native kernel or its `keras.ops` reference.
+
+    The recipe: `kernel_selection.select_native` picks the backend's glue
+    module (or None) from the policy and the first tensor's dtype and device;
+    the reference gets the inputs as they are; the native kernel gets the
+    floating inputs cast to float32 (low-precision inputs are cast here so
+    that gradients flow back through the casts in their dtype) and its
+    output is cast back to the first input's dtype.
+
+    Args:
+        op_name: the public op; the glue function of that name runs it.
+        implementation: a resolved policy ("auto", "native", "reference").
+        floats: the floating tensors, the first one deciding (None entries,
+            absent optional inputs, pass through).
+        others: the remaining positional arguments (masks), passed as they
+            are after `floats`.
+        reference: the reference function, called as
+            `reference(*floats, *others, **attrs)`.
+        **attrs: static attributes; `native_attrs` (a dict), if given, goes
+            to the native kernel only.
+
+    Returns:
+        The op's output.
+    """
+    native_attrs = attrs.pop("native_attrs", {})
+    glue = kernel_selection.select_native(implementation, floats[0], op_name)
+    if glue is None:
+        return reference(*floats, *others, **attrs)
+    dtype = keras.backend.standardize_dtype(floats[0].dtype)
+    floats = [None if x is None else ops.cast(x, "float32") for x in floats]
+    out = getattr(glue, op_name)(*floats, *others, **attrs, **native_attrs)
+    return ops.cast(out, dtype)

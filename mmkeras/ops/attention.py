@@ -5,37 +5,24 @@ import math
 import keras
 from keras import ops
 
-from mmkeras import kernels
+from mmkeras.kernel_selection import resolve_implementation
+from mmkeras.ops._checks import check_floating
+from mmkeras.ops._checks import check_rank
+from mmkeras.ops._checks import dtype_of
+from mmkeras.ops._checks import same
 from mmkeras.ops._checks import shape_str
 from mmkeras.ops._dispatch import call_op
+from mmkeras.ops._dispatch import run_fused
 from mmkeras.ops.attention_reference import attention_reference
 
 
 def _check_inputs(query, key, value, mask):
     """Raises ValueError for inputs outside the contract. Works on static
     shapes, so it serves eager tensors and symbolic KerasTensors alike."""
-    for name, x in (("query", query), ("key", key), ("value", value)):
-        if len(x.shape) != 4:
-            raise ValueError(
-                f"Argument `{name}` must have rank 4 (batch, length, heads, "
-                f"head_dim). Received: {name}.shape={shape_str(x)}"
-            )
-        dtype = keras.backend.standardize_dtype(x.dtype)
-        if not dtype.startswith(("float", "bfloat")):
-            raise ValueError(
-                f"Argument `{name}` must be a floating tensor. "
-                f"Received: {name}.dtype={dtype}"
-            )
-    dtypes = {keras.backend.standardize_dtype(x.dtype) for x in (query, key, value)}
-    if len(dtypes) != 1:
-        raise ValueError(
-            "Arguments `query`, `key` and `value` must have the same dtype. "
-            f"Received: query.dtype={query.dtype}, key.dtype={key.dtype}, "
-            f"value.dtype={value.dtype}"
-        )
-
-    def same(a, b):
-        return a is None or b is None or a == b
+    named = (("query", query), ("key", key), ("value", value))
+    for name, x in named:
+        check_rank(name, x, 4, "(batch, length, heads, head_dim)")
+    check_floating(named)
 
     (B, T, N, H), (Bk, S, K, Hk), (Bv, Sv, Kv, _) = (
         query.shape, key.shape, value.shape
@@ -72,7 +59,7 @@ def _check_inputs(query, key, value, mask):
         )
     if mask is None:
         return
-    mask_dtype = keras.backend.standardize_dtype(mask.dtype)
+    mask_dtype = dtype_of(mask)
     if mask_dtype != "bool":
         raise ValueError(
             "Argument `mask` must be a boolean tensor (True = attend). "
@@ -104,7 +91,7 @@ class FusedAttention(keras.Operation):
         super().__init__(name=name)
         self.is_causal = bool(is_causal)
         self.scale = scale
-        self.implementation = kernels.resolve_implementation(implementation)
+        self.implementation = resolve_implementation(implementation)
 
     def compute_output_spec(self, query, key, value, mask=None):
         _check_inputs(query, key, value, mask)
@@ -121,24 +108,14 @@ class FusedAttention(keras.Operation):
         if scale is None:
             scale = 1.0 / math.sqrt(query.shape[-1])
         scale = float(scale)
-        module = kernels.select_native(
-            self.implementation, query, "fused_attention"
+        # Cast from bfloat16, float32 values are still bfloat16 ones, which
+        # the CPU kernels then multiply in bfloat16 where the CPU can.
+        bf16 = all(dtype_of(x) == "bfloat16" for x in (query, key, value))
+        return run_fused(
+            "fused_attention", self.implementation, (query, key, value),
+            (mask,), attention_reference, is_causal=self.is_causal,
+            scale=scale, native_attrs=dict(bf16_products=bf16),
         )
-        if module is None:
-            return attention_reference(
-                query, key, value, mask, self.is_causal, scale
-            )
-        dtype = keras.backend.standardize_dtype(query.dtype)
-        # The kernels take float32; low-precision inputs are cast here so
-        # that gradients flow back through the casts in their dtype. Cast
-        # from bfloat16, the values are still bfloat16 ones, which the CPU
-        # forward then multiplies in bfloat16 where the CPU can.
-        q, k, v = (ops.cast(x, "float32") for x in (query, key, value))
-        bf16 = all(keras.backend.standardize_dtype(x.dtype) == "bfloat16"
-                   for x in (query, key, value))
-        out = module.attention(q, k, v, mask, self.is_causal, scale,
-                               bf16_products=bf16)
-        return ops.cast(out, dtype)
 
 
 def fused_attention(query, key, value, mask=None, is_causal=False, scale=None,

@@ -10,7 +10,7 @@ and never store them.
 import keras
 from keras import ops
 
-from mmkeras import kernels
+from mmkeras.kernel_selection import resolve_implementation
 from mmkeras.ops._checks import check_floating
 from mmkeras.ops._checks import check_rank
 from mmkeras.ops._checks import compute_dtype
@@ -18,6 +18,7 @@ from mmkeras.ops._checks import dtype_of
 from mmkeras.ops._checks import same
 from mmkeras.ops._checks import shape_str
 from mmkeras.ops._dispatch import call_op
+from mmkeras.ops._dispatch import run_fused
 
 KINDS = ("softmax", "sigmoid")
 
@@ -101,7 +102,7 @@ class ContrastiveLossOp(keras.Operation):
         super().__init__(name=name)
         _check_kind(kind)
         self.kind = kind
-        self.implementation = kernels.resolve_implementation(implementation)
+        self.implementation = resolve_implementation(implementation)
 
     def compute_output_spec(self, a, b, logit_scale, logit_bias=None):
         _check_inputs(a, b, _scalar(logit_scale), _scalar(logit_bias))
@@ -113,24 +114,11 @@ class ContrastiveLossOp(keras.Operation):
         if logit_bias is not None:
             logit_bias = ops.convert_to_tensor(_scalar(logit_bias))
         _check_inputs(a, b, logit_scale, logit_bias)
-        module = kernels.select_native(
-            self.implementation, a, "contrastive_loss", family="fusion"
-        )
-        compute = "float32" if module is not None else compute_dtype(a)
-        scale, bias = (
-            None if x is None else ops.reshape(ops.cast(x, compute), ())
-            for x in (logit_scale, logit_bias)
-        )
-        if module is None:
-            return contrastive_loss_reference(a, b, scale, bias, self.kind)
-        dtype = dtype_of(a)
-        # The kernels compute in float32; low-precision inputs are cast here
-        # so that gradients flow back through the casts in their dtype.
-        loss = module.contrastive_loss(
-            ops.cast(a, "float32"), ops.cast(b, "float32"), scale, bias,
-            self.kind == "sigmoid",
-        )
-        return ops.cast(loss, dtype)
+        scale, bias = (None if x is None else ops.reshape(x, ())
+                       for x in (logit_scale, logit_bias))
+        return run_fused("contrastive_loss", self.implementation,
+                         (a, b, scale, bias), (), contrastive_loss_reference,
+                         kind=self.kind)
 
 
 def contrastive_loss(a, b, logit_scale, logit_bias=None, kind="softmax",

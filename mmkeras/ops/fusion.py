@@ -10,7 +10,7 @@ oracle) and native kernels (kernels/cpu/fusion.h states the contract).
 import keras
 from keras import ops
 
-from mmkeras import kernels
+from mmkeras.kernel_selection import resolve_implementation
 from mmkeras.ops._checks import check_floating
 from mmkeras.ops._checks import check_modality_mask
 from mmkeras.ops._checks import check_rank
@@ -18,6 +18,7 @@ from mmkeras.ops._checks import compute_dtype
 from mmkeras.ops._checks import dtype_of
 from mmkeras.ops._checks import shape_str
 from mmkeras.ops._dispatch import call_op
+from mmkeras.ops._dispatch import run_fused
 
 
 def _present(modality_mask, axes):
@@ -31,13 +32,13 @@ def _present(modality_mask, axes):
 class _FusionOp(keras.Operation):
     """The Keras operation behind a fusion op (symbolic and eager). It takes
     float tensors, then an optional (B, M) modality mask. Subclasses set
-    `check` and `reference` (functions of those arguments), `kernel_name`
-    (the op's function in the native glue) and `batch_axis` (the output has
+    `check` and `reference` (functions of those arguments), `op_name`
+    (the public op) and `batch_axis` (the output has
     the first tensor's shape from that axis on)."""
 
     def __init__(self, implementation=None, name=None):
         super().__init__(name=name)
-        self.implementation = kernels.resolve_implementation(implementation)
+        self.implementation = resolve_implementation(implementation)
 
     def compute_output_spec(self, *args):
         self.check(*args)
@@ -50,17 +51,8 @@ class _FusionOp(keras.Operation):
         if modality_mask is not None:
             modality_mask = ops.convert_to_tensor(modality_mask)
         self.check(*tensors, modality_mask)
-        module = kernels.select_native(
-            self.implementation, tensors[0], self.kernel_name, family="fusion"
-        )
-        if module is None:
-            return self.reference(*tensors, modality_mask)
-        dtype = dtype_of(tensors[0])
-        # The kernels compute in float32; low-precision inputs are cast here
-        # so that gradients flow back through the casts in their dtype.
-        tensors = [ops.cast(x, "float32") for x in tensors]
-        out = getattr(module, self.kernel_name)(*tensors, modality_mask)
-        return ops.cast(out, dtype)
+        return run_fused(self.op_name, self.implementation, tensors,
+                         (modality_mask,), self.reference)
 
 
 # ---------------------------------------------------------------- gated fusion
@@ -103,7 +95,7 @@ class GatedFusionOp(_FusionOp):
 
     check = staticmethod(_check_gated)
     reference = staticmethod(gated_fusion_reference)
-    kernel_name = "gated_fusion"
+    op_name = "gated_fusion"
     batch_axis = 1  # (M, B, D) -> (B, D)
 
 
@@ -187,7 +179,7 @@ class LowRankFusionOp(_FusionOp):
 
     check = staticmethod(_check_low_rank)
     reference = staticmethod(low_rank_fusion_reference)
-    kernel_name = "low_rank_fusion"
+    op_name = "low_rank_fusion"
     batch_axis = 2  # (M, R, B, O) -> (B, O)
 
 

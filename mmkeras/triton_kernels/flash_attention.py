@@ -21,7 +21,7 @@ kernel per key block accumulates dK/dV over every query head of its group
 (no atomics), and one kernel per query block accumulates dQ.
 
 All launchers take an optional `wrap` callable applied to every kernel before
-it is launched; `torch_ops` passes `torch.library.wrap_triton` so that
+it is launched; `mmkeras.backend.torch_attention_triton` passes `torch.library.wrap_triton` so that
 `torch.compile` sees the kernels.
 """
 

@@ -25,7 +25,7 @@ inputs. The low-rank backward forms each leave-one-out product directly
 exact where factors are zero.
 
 Launchers take an optional `wrap` (`torch.library.wrap_triton` from
-`torch_fusion_ops`) applied to each kernel before launching it.
+`mmkeras.backend.torch_fusion_triton`) applied to each kernel before launching it.
 """
 
 import torch

@@ -16,6 +16,7 @@ import sysconfig
 import keras
 import pytest
 
+from mmkeras.backend import FAMILIES
 from mmkeras.backend import build
 
 HOSTS = {"avx512-fp16-bf16-amx": "-march=sapphirerapids", "avx2": "-march=haswell"}
@@ -28,21 +29,21 @@ def adapters():
         from mmkeras.backend import tensorflow_common
 
         flags = tensorflow_common.compile_flags()
-        return {"tf_ops": (["bindings/tf_ops.cc"], flags),
-                "tf_ops_fusion": (["bindings/tf_ops_fusion.cc"], flags)}
+        return {f"tf_ops_{f}": ([f"bindings/tf_ops_{f}.cc"], flags)
+                for f in FAMILIES}
     if backend == "jax":
         from mmkeras.backend import jax_common
 
         flags = jax_common.compile_flags()
-        return {"xla_ffi": (["bindings/xla_ffi.cc"], flags),
-                "xla_ffi_fusion": (["bindings/xla_ffi_fusion.cc"], flags)}
+        return {f"xla_ffi_{f}": ([f"bindings/xla_ffi_{f}.cc"], flags)
+                for f in FAMILIES}
     # torch calls the pybind11 module, which CMake builds at install time.
     import pybind11
 
     flags = [f"-I{pybind11.get_include()}",
              f"-I{sysconfig.get_paths()['include']}"]
-    return {"pybind": (["bindings/pybind_module.cc",
-                        "bindings/pybind_fusion.cc"], flags)}
+    return {"pybind": (["bindings/pybind_module.cc"]
+                       + [f"bindings/pybind_{f}.cc" for f in FAMILIES], flags)}
 
 
 @pytest.mark.parametrize("host", sorted(HOSTS))

@@ -126,13 +126,13 @@ def test_native_kernel_runs_inside_fit(monkeypatch):
     # make the native path fail loudly and check fit reaches it.
     calls = []
     module, _ = mmkeras.kernels.backend_glue()
-    original = module.attention
+    original = module.fused_attention
 
     def counting(*args, **kwargs):
         calls.append(1)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(module, "attention", counting)
+    monkeypatch.setattr(module, "fused_attention", counting)
     model = _model(implementation="native")
     model.compile(optimizer="sgd", loss="mse")
     query, value = _inputs(B=4)

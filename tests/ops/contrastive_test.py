@@ -221,7 +221,7 @@ def test_scale_and_bias_accept_numbers_and_shape_1():
 def test_torch_opcheck():
     import torch
 
-    from mmkeras.backend import torch_fusion
+    from mmkeras.backend import torch_contrastive
 
     a, b = make_inputs(70, 20, True)
     a, b = (torch.tensor(x, requires_grad=True) for x in (a, b))
@@ -229,11 +229,11 @@ def test_torch_opcheck():
     bias = torch.tensor(-2.0, requires_grad=True)
     for sigmoid in (False, True):
         for t in (bias, None):
-            torch.library.opcheck(torch_fusion.contrastive_fwd,
+            torch.library.opcheck(torch_contrastive.contrastive_fwd,
                                   (a, b, scale, t, sigmoid))
-            _, lse = torch_fusion.contrastive_fwd(a, b, scale, t, sigmoid)
+            _, lse = torch_contrastive.contrastive_fwd(a, b, scale, t, sigmoid)
             torch.library.opcheck(
-                torch_fusion.contrastive_bwd,
+                torch_contrastive.contrastive_bwd,
                 (a.detach(), b.detach(), scale.detach(),
                  None if t is None else t.detach(), lse, torch.tensor(1.0),
                  sigmoid),
@@ -279,7 +279,7 @@ def test_native_raises_when_it_cannot_run(monkeypatch):
         mmkeras.kernels, "native_unavailable_reason",
         lambda x, family="attention": f"the {family} adapter is not built",
     )
-    with pytest.raises(ValueError, match="contrastive_loss.*fusion adapter is "
+    with pytest.raises(ValueError, match="contrastive_loss.*contrastive adapter is "
                                          "not built.*Received"):
         mmkeras.ops.contrastive_loss(a, b, 2.0, implementation="native")
     # auto falls back to the reference and still computes the right thing

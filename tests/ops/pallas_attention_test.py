@@ -27,7 +27,7 @@ from op_helpers import attention_inputs  # noqa: E402
 
 import mmkeras  # noqa: E402
 from mmkeras.backend import jax_attention  # noqa: E402
-from mmkeras.triton_kernels import pallas_attention as pa  # noqa: E402
+from mmkeras.pallas_kernels import attention as pa  # noqa: E402
 
 if pa.unavailable_reason() is not None:
     pytest.skip(pa.unavailable_reason(), allow_module_level=True)

@@ -17,7 +17,7 @@ skip_unless_interpreted(gpu_check="benchmarks/gpu_check.py")
 import torch  # noqa: E402
 
 from mmkeras.triton_kernels import flash_attention as fa  # noqa: E402
-from mmkeras.triton_kernels import torch_ops  # noqa: E402
+from mmkeras.backend import torch_attention_triton as torch_ops  # noqa: E402
 
 # --------------------------------------------------------------------------
 # float64 numpy reference

@@ -22,7 +22,8 @@ from numpy_attention import rel_error  # noqa: E402
 
 from mmkeras.triton_kernels import contrastive as co  # noqa: E402
 from mmkeras.triton_kernels import fusion as fu  # noqa: E402
-from mmkeras.triton_kernels import torch_fusion_ops as tfo  # noqa: E402
+from mmkeras.backend import torch_contrastive_triton as tco  # noqa: E402
+from mmkeras.backend import torch_fusion_triton as tfo  # noqa: E402
 
 
 def _oracle_module(name):
@@ -219,7 +220,7 @@ def _autograd_contrastive(a, b, scale, bias, sigmoid, dloss, shape=()):
     s.requires_grad_()
     if t is not None:
         t.requires_grad_()
-    loss = tfo.contrastive_loss(a_t, b_t, s, t, sigmoid)
+    loss = tco.contrastive_loss(a_t, b_t, s, t, sigmoid)
     (loss * dloss).backward()
     return loss, a_t.grad, b_t.grad, s.grad, (None if t is None else t.grad)
 
@@ -304,12 +305,12 @@ def test_opcheck_custom_ops():
     bias = torch.tensor(-2.0, requires_grad=True)
     # (sigmoid, bias of the forward check, bias of the backward check)
     for sigmoid, t_fwd, t_bwd in ((False, bias, None), (True, None, bias)):
-        torch.library.opcheck(tfo.triton_contrastive_fwd,
+        torch.library.opcheck(tco.triton_contrastive_fwd,
                               (a, b, scale, t_fwd, sigmoid))
         with torch.no_grad():
-            _, lse = tfo.triton_contrastive_fwd(a, b, scale, t_bwd, sigmoid)
+            _, lse = tco.triton_contrastive_fwd(a, b, scale, t_bwd, sigmoid)
         torch.library.opcheck(
-            tfo.triton_contrastive_bwd,
+            tco.triton_contrastive_bwd,
             (a.detach(), b.detach(), scale.detach(),
              None if t_bwd is None else t_bwd.detach(), lse,
              torch.tensor(1.0), sigmoid),

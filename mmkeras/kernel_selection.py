@@ -1,4 +1,5 @@
-"""Which kernel implementation runs, and which are built and usable here.
+"""Which implementation of a fused op runs, and which kernels are built and
+usable here. Also importable as `mmkeras.kernels`, its public name.
 
 `implementation` (argument of every fused op) or the environment variable
 `MMKERAS_KERNELS` picks the policy:
@@ -18,6 +19,7 @@ import keras
 from mmkeras.backend import BACKENDS
 from mmkeras.backend import BuildFailure
 from mmkeras.backend import FAMILIES
+from mmkeras.backend import OP_FAMILY
 from mmkeras.backend import glue
 
 IMPLEMENTATIONS = ("auto", "native", "reference")
@@ -107,14 +109,13 @@ def usage():
     return {op: set(impls) for op, impls in _USAGE.items()}
 
 
-def select_native(implementation, x, op_name, family="attention"):
+def select_native(implementation, x, op_name):
     """Decides whether an op runs its native kernel.
 
     Args:
         implementation: a resolved policy ("auto", "native", "reference").
         x: the tensor whose dtype and device decide (e.g. the query).
-        op_name: the public op, for the error message.
-        family: the op family of the glue module.
+        op_name: the public op (a key of `mmkeras.backend.OP_FAMILY`).
 
     Returns:
         The backend glue module to call, or None to run the reference.
@@ -126,6 +127,7 @@ def select_native(implementation, x, op_name, family="attention"):
     if implementation == "reference":
         _USAGE.setdefault(op_name, set()).add("reference")
         return None
+    family = OP_FAMILY[op_name]
     reason = native_unavailable_reason(x, family)
     if reason is None:
         _USAGE.setdefault(op_name, set()).add("native")

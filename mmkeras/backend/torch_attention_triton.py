@@ -1,4 +1,5 @@
-"""The Triton attention kernels as torch custom ops, with autograd.
+"""The Triton attention kernels as torch custom ops, with autograd: the CUDA
+half of the torch glue of the attention family (torch_attention.py).
 
 Ops (visible to `torch.compile`, whose tracer sees the kernels through
 `torch.library.wrap_triton`):

@@ -6,13 +6,17 @@ CommandLine options" (tensorflow/tensorflow#124205). Importing Triton first is
 safe. PyTorch imports Triton lazily (e.g. from `torch.optim`), so the crash can
 hit users who never asked for Triton.
 
-This module runs before anything in mmkeras imports Keras (which may load
-TensorFlow):
-- Triton and TensorFlow both installed, TensorFlow not loaded yet: import
-  Triton now, which makes any later order safe.
-- TensorFlow already loaded, Triton not: importing Triton would abort, so it
-  is marked unimportable (`sys.modules["triton"] = None`); PyTorch then treats
-  Triton as absent and falls back, and mmkeras reports why.
+The fix lives in the start-up hook python/_mmkeras_import_order.py (a .pth
+file runs it in every process of the environment): a finder that imports
+Triton just before TensorFlow. This module runs before anything in mmkeras
+imports Keras (which may load TensorFlow) and covers what the hook cannot:
+- TensorFlow already loaded, Triton not (the hook was skipped, e.g. under
+  `python -S`): importing Triton would abort, so it is marked unimportable
+  (`sys.modules["triton"] = None`); PyTorch then treats Triton as absent and
+  falls back, and mmkeras reports why.
+- Neither loaded: make sure the hook's finder is in place (importing the hook
+  module installs it once); without the hook module, import Triton now.
+See docs/architecture.md, "Import order".
 """
 
 import importlib.util
@@ -42,7 +46,10 @@ def guard():
         sys.modules["triton"] = None
         return
     if _installed("tensorflow"):
-        import triton  # noqa: F401
+        try:
+            import _mmkeras_import_order  # noqa: F401  installs the finder
+        except ImportError:
+            import triton  # noqa: F401
 
 
 guard()

@@ -111,7 +111,7 @@ def test_bf16_products_match_float64(case):
     exact_out, exact_grads = attention_np(q, k, v, None, is_causal, dout=dout)
     ref_out, ref_grads = bf16_reference(q, k, v, is_causal, dout)
     # Rounded to bfloat16, as the op returns them, within twice the error
-    # of the same-precision reference (the rule in docs/architecture.md, "Shape letters").
+    # of the same-precision reference (docs/architecture.md's low-precision rule).
     for name, got, ref, exact in zip(("out", "dq", "dk", "dv"),
                                      [out, *grads], [ref_out, *ref_grads],
                                      [exact_out, *exact_grads]):

@@ -28,7 +28,8 @@ N query heads, K key/value heads (N % K == 0, grouped-query), H head dim.
 (float32, `(B, N, T)`). `backward` recomputes the probabilities from `lse`:
 `D = rowsum(dO * O)` (an XLA fusion), one kernel per key block that
 accumulates dK/dV over every query head of its group (no atomics), and one
-kernel per query block that accumulates dQ.
+kernel per query block that accumulates dQ. The tile configs are in
+`attention_tuning.py`.
 
 Pallas is imported under a guard: a JAX without Pallas (or without its Triton
 lowering) only disables this path, and `unavailable_reason()` says why.
@@ -41,7 +42,9 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from mmkeras.pallas_kernels import attention_tuning as tuning
 from mmkeras.triton_kernels.attention_checks import check_attention_inputs
+from mmkeras.triton_kernels.attention_constants import LN2, LOG2E
 
 try:
     from jax.experimental import pallas as pl
@@ -55,8 +58,6 @@ else:
 __all__ = ["forward", "backward", "unavailable_reason", "MAX_HEAD_DIM"]
 
 MAX_HEAD_DIM = 256
-_LOG2E = 1.4426950408889634
-_LN2 = 0.6931471805599453
 _DTYPES = (jnp.float16, jnp.bfloat16, jnp.float32)
 
 
@@ -65,66 +66,12 @@ def unavailable_reason():
     return _IMPORT_ERROR
 
 
-# --------------------------------------------------------------------------
-# Tile configs: (BLOCK_M, BLOCK_N, num_warps, num_stages) per head-dim class
-# (the padded head dim, at most 64 / 128 / 256), for 16-bit and for float32
-# inputs. They start from the defaults of the torch Triton kernels
-# (`flash_attention.py`), then were changed where the code Pallas generates
-# spilled registers: the Triton IR that jaxlib lowers these kernels to was
-# compiled for sm_90a with triton 3.9 and ptxas on a CPU-only machine
-# (`ptxas -v`): without spills, or a few bytes with some masks, except for
-# float32 at head dim 256 (dK/dV, dQ). They have not been timed on a GPU
-# yet. Under the
-# interpreter one small config with BLOCK_M != BLOCK_N keeps tests fast and
-# exercises the causal block bookkeeping.
-# --------------------------------------------------------------------------
-
-_GPU_CONFIGS = {
-    # kind: {float32 inputs: {head class: config}}
-    "fwd": {
-        False: {64: (128, 64, 8, 3), 128: (128, 64, 8, 3), 256: (64, 64, 8, 2)},
-        True: {64: (64, 32, 4, 2), 128: (16, 32, 4, 2), 256: (16, 32, 8, 2)},
-    },
-    "dkdv": {
-        False: {64: (64, 128, 8, 3), 128: (32, 128, 8, 2), 256: (16, 32, 4, 2)},
-        True: {64: (32, 32, 4, 2), 128: (16, 16, 4, 2), 256: (16, 16, 8, 1)},
-    },
-    "dq": {
-        False: {64: (128, 64, 8, 3), 128: (128, 64, 8, 2), 256: (64, 32, 8, 2)},
-        True: {64: (32, 32, 4, 2), 128: (16, 32, 4, 2), 256: (16, 32, 8, 2)},
-    },
-}
-_INTERPRET_CONFIGS = {
-    "fwd": (32, 16, 4, 1),
-    "dkdv": (16, 32, 4, 1),
-    "dq": (32, 16, 4, 1),
-}
-
-
-def _next_pow2(n):
-    return 1 << max(0, (int(n) - 1).bit_length())
-
-
 def _cdiv(a, b):
     return -(-a // b)
 
 
 def _block_h(h):
-    return max(16, _next_pow2(h))
-
-
-def _config(kind, dtype, block_h, t_len, s_len, interpret):
-    if interpret:
-        bm, bn, warps, stages = _INTERPRET_CONFIGS[kind]
-    else:
-        head_class = next(c for c in (64, 128, 256) if block_h <= c)
-        fp32 = jnp.dtype(dtype) == jnp.float32
-        bm, bn, warps, stages = _GPU_CONFIGS[kind][fp32][head_class]
-    # Short sequences: no tile longer than the (padded) sequence. Triton's
-    # dots need every tile dim >= 16.
-    bm = min(bm, max(16, _next_pow2(t_len)))
-    bn = min(bn, max(16, _next_pow2(s_len)))
-    return bm, bn, warps, stages
+    return max(16, tuning.next_pow2(h))
 
 
 def _precision(dtype, interpret):
@@ -167,7 +114,7 @@ class _Static:
 
     @property
     def qk_scale(self):  # logits in base 2
-        return self.scale * _LOG2E
+        return self.scale * LOG2E
 
 
 # --------------------------------------------------------------------------
@@ -349,7 +296,7 @@ def _fwd_kernel(*refs, c):
     empty = l_i == 0.0
     l_safe = jnp.where(empty, 1.0, l_i)
     out = acc / l_safe[:, None]
-    lse = jnp.where(empty, jnp.inf, m_i * _LN2 + jnp.log(l_safe))
+    lse = jnp.where(empty, jnp.inf, m_i * LN2 + jnp.log(l_safe))
     _store(o_ref, out.astype(o_ref.dtype), _tile_mask(row_ok, col_ok))
     plgpu.store(lse_ref, lse, mask=row_ok)
 
@@ -422,7 +369,7 @@ def _dkdv_kernel(*refs, c):
             s_t = jnp.where(keep, s_t, -jnp.inf)
         # Keys past S are not masked here: they only touch rows of dK/dV
         # that are never stored. A fully masked row has lse = +inf: P = 0.
-        p_t = jnp.exp2(s_t - (lse * _LOG2E)[None, :])
+        p_t = jnp.exp2(s_t - (lse * LOG2E)[None, :])
         dv = dv + _dot(p_t.astype(do.dtype), do, c.precision)
         dp_t = _dot(v, do, c.precision, trans_b=True)
         ds_t = p_t * (dp_t - delta[None, :])
@@ -471,7 +418,7 @@ def _dq_kernel(*refs, c):
     tile_mask = _tile_mask(row_ok, col_ok)
     q = _load(q_ref, tile_mask)
     do = _load(do_ref, tile_mask)
-    lse2 = plgpu.load(lse_ref, mask=row_ok, other=jnp.inf) * _LOG2E
+    lse2 = plgpu.load(lse_ref, mask=row_ok, other=jnp.inf) * LOG2E
     delta = plgpu.load(delta_ref, mask=row_ok, other=0.0)
     fixed = _fwd_mask_fixed(m_ref, c, row_ok)
 
@@ -572,7 +519,7 @@ def forward(q, k, v, mask=None, is_causal=False, scale=None, interpret=False):
         return (jnp.zeros(q.shape, q.dtype),
                 jnp.full((B, N, T), jnp.inf, jnp.float32))
     bh = _block_h(H)
-    bm, bn, warps, stages = _config("fwd", q.dtype, bh, T, S, interpret)
+    bm, bn, warps, stages = tuning.config("fwd", q.dtype, bh, T, S, interpret)
     c = _Static(T, S, H, N // K, bm, bn, bh, bool(is_causal), md, scale,
                 _precision(q.dtype, interpret))
     tile_spec, row_spec, in_specs, args = _q_grid_specs(c, q, k, v, mask)
@@ -636,7 +583,7 @@ def backward(q, k, v, out, lse, dout, mask=None, is_causal=False, scale=None,
 
     # dK, dV: grid (key block j, kv head kh, batch b); each program loops
     # over the `group` query heads of its kv head and over query blocks.
-    bm, bn, warps, stages = _config("dkdv", q.dtype, bh, T, S, interpret)
+    bm, bn, warps, stages = tuning.config("dkdv", q.dtype, bh, T, S, interpret)
     c = _Static(T, S, H, group, bm, bn, bh, causal, md, scale, precision)
     q_spec = pl.BlockSpec((None, T, group, bh), lambda j, kh, b: (b, 0, kh, 0))
     kv_spec = pl.BlockSpec((None, bn, None, bh), lambda j, kh, b: (b, j, kh, 0))
@@ -669,7 +616,7 @@ def backward(q, k, v, out, lse, dout, mask=None, is_causal=False, scale=None,
     )(*args)
 
     # dQ: grid (query block i, query head n, batch b), like the forward.
-    bm, bn, warps, stages = _config("dq", q.dtype, bh, T, S, interpret)
+    bm, bn, warps, stages = tuning.config("dq", q.dtype, bh, T, S, interpret)
     c = _Static(T, S, H, group, bm, bn, bh, causal, md, scale, precision)
     tile_spec, row_spec, in_specs, args = _q_grid_specs(c, q, k, v, mask)
     in_specs += [tile_spec, row_spec, row_spec]

@@ -23,27 +23,35 @@ kernel per key block accumulates dK/dV over every query head of its group
 All launchers take an optional `wrap` callable applied to every kernel before
 it is launched; `mmkeras.backend.torch_attention_triton` passes `torch.library.wrap_triton` so that
 `torch.compile` sees the kernels.
+
+Launch configs (autotune spaces, the grouped-query split) live in
+`flash_attention_tuning.py`.
 """
 
 import functools
-import os
 
 import torch
 import triton
 import triton.language as tl
 
+from mmkeras.triton_kernels import flash_attention_tuning as tuning
 from mmkeras.triton_kernels.attention_checks import check_attention_inputs
+from mmkeras.triton_kernels.attention_constants import LOG2E
+from mmkeras.triton_kernels.flash_attention_tuning import set_autotune
 
 __all__ = ["forward", "backward", "set_autotune", "MAX_HEAD_DIM"]
 
 MAX_HEAD_DIM = 256
-_LOG2E = 1.4426950408889634
 _SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
-
 # True when triton.jit builds interpreted (CPU, numpy) kernels: the value
-# triton read from TRITON_INTERPRET when this module's kernels were decorated.
-_INTERPRET = bool(triton.knobs.runtime.interpret)
+# triton read from TRITON_INTERPRET when this module's kernels were decorated
+# (read once, by the tuning module, whose configs depend on it too).
+_INTERPRET = tuning.INTERPRET
+
+# log2(e) inside the kernels: triton.jit functions may only read globals that
+# are tl.constexpr. The launchers use the plain float LOG2E.
+_LOG2E_C = tl.constexpr(LOG2E)
 
 
 def _interpreter_mismatch():
@@ -66,126 +74,6 @@ def _interpreter_mismatch():
         "interpreted. Set TRITON_INTERPRET=1 before anything imports triton "
         "(mmkeras imports it early)."
     )
-
-
-# --------------------------------------------------------------------------
-# Autotune spaces: (BLOCK_M, BLOCK_N, num_warps, num_stages) per head-dim
-# class, the first entry of each list being the default. The autotuner holds
-# the union and the prune hook keeps the list for the call's head dim (and drops
-# tiles longer than a short sequence). With MMKERAS_TRITON_AUTOTUNE=0 (or
-# `set_autotune(False)`) only the default runs: no benchmarking, fewer
-# compiles. Under the interpreter a single small config keeps tests fast and
-# makes BLOCK_M != BLOCK_N, so the causal block bookkeeping is exercised.
-# --------------------------------------------------------------------------
-
-_HEAD_CLASSES = (64, 128, 256)  # BLOCK_H upper bounds
-
-if _INTERPRET:
-    _FWD_SPACE = {h: [(32, 16, 4, 1)] for h in _HEAD_CLASSES}
-    _DKDV_SPACE = {h: [(16, 32, 4, 1)] for h in _HEAD_CLASSES}
-    _DQ_SPACE = {h: [(32, 16, 4, 1)] for h in _HEAD_CLASSES}
-    _FWD_SPACE_FP32 = _FWD_SPACE
-    _DKDV_SPACE_FP32 = _DKDV_SPACE
-    _DQ_SPACE_FP32 = _DQ_SPACE
-else:
-    # Chosen from sm_90 register/shared-memory reports of AOT compiles (no
-    # spills for the defaults); timing on the GPU picks among them.
-    _FWD_SPACE = {
-        64: [(128, 64, 8, 3), (128, 128, 8, 3), (128, 64, 4, 3),
-             (64, 64, 4, 3)],
-        128: [(128, 64, 8, 3), (128, 128, 8, 2), (128, 64, 8, 2),
-              (64, 64, 4, 3)],
-        256: [(64, 64, 4, 2), (64, 32, 4, 2), (128, 32, 8, 2)],
-    }
-    _DKDV_SPACE = {
-        64: [(64, 128, 8, 3), (64, 64, 4, 3), (32, 64, 4, 3), (128, 128, 8, 2)],
-        128: [(32, 128, 8, 2), (32, 128, 8, 3), (32, 64, 4, 3), (64, 64, 8, 2)],
-        256: [(16, 32, 4, 2), (32, 32, 4, 2), (16, 64, 8, 2)],
-    }
-    _DQ_SPACE = {
-        64: [(128, 64, 8, 3), (128, 32, 4, 3), (64, 64, 4, 3)],
-        128: [(128, 64, 8, 2), (64, 64, 4, 3), (64, 32, 4, 3), (128, 32, 8, 3)],
-        256: [(64, 32, 4, 2), (64, 64, 4, 2), (32, 32, 4, 2)],
-    }
-    # float32 inputs (3xTF32 dots): tiles twice as many bytes and three MMAs
-    # per dot, so small tiles; fp32 is for accuracy, not for speed.
-    _FWD_SPACE_FP32 = {
-        64: [(64, 32, 4, 2), (32, 32, 4, 2)],
-        128: [(32, 32, 4, 2)],
-        256: [(16, 32, 4, 2)],
-    }
-    _DKDV_SPACE_FP32 = {
-        64: [(32, 32, 4, 2), (16, 32, 4, 2)],
-        128: [(16, 32, 4, 2)],
-        256: [(16, 16, 4, 2)],
-    }
-    _DQ_SPACE_FP32 = {
-        64: [(32, 32, 4, 2)],
-        128: [(32, 32, 4, 2)],
-        256: [(16, 32, 4, 2)],
-    }
-
-_AUTOTUNE = os.environ.get("MMKERAS_TRITON_AUTOTUNE", "1").strip().lower()
-_AUTOTUNE = _AUTOTUNE not in ("0", "false", "no", "off")
-
-
-def set_autotune(enabled):
-    """Turns benchmarking of the config space on or off for new shapes."""
-    global _AUTOTUNE
-    _AUTOTUNE = bool(enabled)
-
-
-def _head_class(block_h):
-    for h in _HEAD_CLASSES:
-        if block_h <= h:
-            return h
-    return _HEAD_CLASSES[-1]
-
-
-def _make_autotune(space, space_fp32):
-    by_tuple = {}
-    for entries in list(space.values()) + list(space_fp32.values()):
-        for e in entries:
-            if e not in by_tuple:
-                bm, bn, warps, stages = e
-                by_tuple[e] = triton.Config(
-                    {"BLOCK_M": bm, "BLOCK_N": bn},
-                    num_warps=warps,
-                    num_stages=stages,
-                )
-
-    def prune(configs, named_args, **kwargs):
-        block_h = kwargs.get("BLOCK_H", named_args.get("BLOCK_H", 64))
-        t_len = named_args.get("T_BUCKET", 1 << 30)
-        s_len = named_args.get("S_BUCKET", 1 << 30)
-        precision = kwargs.get("PRECISION", named_args.get("PRECISION"))
-        fp32 = precision in _FP32_PRECISIONS
-        chosen = space_fp32 if fp32 else space
-        # Pick from the configs handed in (torch.compile passes its own).
-        given = {
-            (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps,
-             c.num_stages): c
-            for c in configs
-        }
-        wanted = [given[e] for e in chosen[_head_class(block_h)] if e in given]
-        wanted = wanted or list(configs[:1])
-        # Short sequences: no tile much longer than the sequence.
-        short = [
-            c for c in wanted
-            if c.kwargs["BLOCK_M"] <= max(64, t_len)
-            and c.kwargs["BLOCK_N"] <= max(64, s_len)
-        ]
-        wanted = short or wanted
-        return wanted if _AUTOTUNE else wanted[:1]
-
-    return triton.autotune(
-        configs=list(by_tuple.values()),
-        key=_TUNE_KEY,
-        prune_configs_by={"early_config_prune": prune},
-    )
-
-
-_TUNE_KEY = ["T_BUCKET", "S_BUCKET", "BLOCK_H", "IS_CAUSAL", "HAS_MASK"]
 
 
 # --------------------------------------------------------------------------
@@ -472,7 +360,7 @@ def _attn_fwd_kernel(
     empty = l_i == 0.0
     l_safe = tl.where(empty, 1.0, l_i)
     out = acc / l_safe[:, None]
-    lse = (m_i + tl.math.log2(l_safe)) / 1.4426950408889634  # log2 -> ln
+    lse = (m_i + tl.math.log2(l_safe)) / _LOG2E_C  # log2 -> ln
     lse = tl.where(empty, float("inf"), lse)
 
     _store_tile(
@@ -482,7 +370,7 @@ def _attn_fwd_kernel(
     tl.store(Lse + pid_bn.to(tl.int64) * T + offs_m, lse, mask=offs_m < T)
 
 
-_attn_fwd = _make_autotune(_FWD_SPACE, _FWD_SPACE_FP32)(
+_attn_fwd = tuning.make_autotune(tuning.FWD_SPACE, tuning.FWD_SPACE_FP32)(
     _attn_fwd_kernel
 )
 
@@ -562,7 +450,7 @@ def _dkdv_inner(
         else:
             lse2 = tl.load(lse_base + offs_m)
             delta = tl.load(delta_base + offs_m)
-        lse2 = lse2 * 1.4426950408889634
+        lse2 = lse2 * _LOG2E_C
         s_t = _mm(k, tl.trans(q), None, PRECISION) * qk_scale
         # Masked logits become -inf before exp2, so P is exactly 0 there and
         # no intermediate overflows.
@@ -763,7 +651,7 @@ def _attn_bwd_dq_kernel(
     )
     row = pid_bn.to(tl.int64) * T + offs_m
     lse2 = tl.load(Lse + row, mask=offs_m < T, other=float("inf"))
-    lse2 = lse2 * 1.4426950408889634
+    lse2 = lse2 * _LOG2E_C
     delta = tl.load(Delta + row, mask=offs_m < T, other=0.0)
     dq = tl.zeros([BLOCK_M, BLOCK_H], dtype=tl.float32)
 
@@ -790,10 +678,10 @@ def _attn_bwd_dq_kernel(
     )
 
 
-_attn_bwd_dkdv = _make_autotune(_DKDV_SPACE, _DKDV_SPACE_FP32)(
-    _attn_bwd_dkdv_kernel
-)
-_attn_bwd_dq = _make_autotune(_DQ_SPACE, _DQ_SPACE_FP32)(
+_attn_bwd_dkdv = tuning.make_autotune(
+    tuning.DKDV_SPACE, tuning.DKDV_SPACE_FP32
+)(_attn_bwd_dkdv_kernel)
+_attn_bwd_dq = tuning.make_autotune(tuning.DQ_SPACE, tuning.DQ_SPACE_FP32)(
     _attn_bwd_dq_kernel
 )
 
@@ -817,36 +705,8 @@ def _empty(shape, dtype, device):
     return torch.empty(shape, dtype=dtype, device=device)
 
 
-# Test hook: None = decide by the GPU's SM count; True/False forces the
-# grouped-query split of the dK/dV pass (see _backward_impl).
-_FORCE_GQA_SPLIT = None
-
-
-def _split_gqa(num_programs, device):
-    if _FORCE_GQA_SPLIT is not None:
-        return bool(_FORCE_GQA_SPLIT)
-    if device.type != "cuda":
-        return False
-    return num_programs < _sm_count(device.index)
-
-
-@functools.lru_cache(maxsize=None)
-def _sm_count(index):
-    return torch.cuda.get_device_properties(
-        torch.cuda.current_device() if index is None else index
-    ).multi_processor_count
-
-
-def _bucket(n):
-    """Autotune key for a length: next power of two (at least 16)."""
-    return max(16, triton.next_power_of_2(int(n)))
-
-
 def _block_h(h):
     return max(16, triton.next_power_of_2(int(h)))
-
-
-_FP32_PRECISIONS = ("ieee", "tf32x3")
 
 
 @functools.lru_cache(maxsize=None)
@@ -946,8 +806,8 @@ def _forward_impl(
         q, k, v, mask_ptr, out, lse,
         *q.stride(), *k.stride(), *v.stride(), *ms, *out.stride(),
         N, T, S, H, N // KH,
-        scale * _LOG2E,
-        _bucket(T), _bucket(S),
+        scale * LOG2E,
+        tuning.bucket(T), tuning.bucket(S),
         **_specialization(is_causal, mask, BLOCK_H, H, _precision(q.dtype)),
     )
     return out, lse
@@ -990,7 +850,7 @@ def _backward_impl(
     group = N // KH
 
     delta = _empty((B, N, T), torch.float32, q.device)
-    pre_block = 16 if _INTERPRET else max(16, min(128, 8192 // BLOCK_H))
+    pre_block = tuning.preprocess_block(BLOCK_H)
     wrap(_bwd_preprocess_kernel)[(triton.cdiv(T, pre_block), B * N)](
         out, dout, dlse if dlse is not None else lse, delta,
         *out.stride(), *dout.stride(),
@@ -1002,7 +862,9 @@ def _backward_impl(
 
     # Grouped-query heads with too few (batch, kv head, key block) programs to
     # fill the GPU: one program per query head into fp32 buffers, summed below.
-    split = group > 1 and _split_gqa(B * KH * triton.cdiv(S, 128), q.device)
+    split = group > 1 and tuning.split_gqa(
+        B * KH * triton.cdiv(S, 128), q.device
+    )
     if split:
         dk_buf = _empty((B, S, N, H), torch.float32, q.device)
         dv_buf = _empty((B, S, N, H), torch.float32, q.device)
@@ -1019,8 +881,8 @@ def _backward_impl(
         *q.stride(), *k.stride(), *v.stride(), *dout.stride(), *ms,
         *dk_buf.stride(), *dv_buf.stride(),
         N, heads, T, S, H, launch_group, kv_div,
-        scale, scale * _LOG2E,
-        _bucket(T), _bucket(S),
+        scale, scale * LOG2E,
+        tuning.bucket(T), tuning.bucket(S),
         **spec,
     )
 
@@ -1032,8 +894,8 @@ def _backward_impl(
         *q.stride(), *k.stride(), *v.stride(), *dout.stride(), *ms,
         *dq.stride(),
         N, T, S, H, group,
-        scale, scale * _LOG2E,
-        _bucket(T), _bucket(S),
+        scale, scale * LOG2E,
+        tuning.bucket(T), tuning.bucket(S),
         **spec,
     )
     if split:

@@ -3,7 +3,8 @@
 The kernels run on CPU torch tensors in Triton's interpreter (see conftest.py),
 at small shapes, against a float64 numpy reference written below. The
 interpreter uses the same small fixed block config (BLOCK_M != BLOCK_N) as
-documented in flash_attention.py, so odd lengths span several partial blocks.
+documented in flash_attention_tuning.py, so odd lengths span several partial
+blocks.
 """
 
 import math
@@ -17,6 +18,9 @@ skip_unless_interpreted(gpu_check="benchmarks/gpu_check.py")
 import torch  # noqa: E402
 
 from mmkeras.triton_kernels import flash_attention as fa  # noqa: E402
+from mmkeras.triton_kernels import (  # noqa: E402
+    flash_attention_tuning as fa_tuning,
+)
 from mmkeras.backend import torch_attention_triton as torch_ops  # noqa: E402
 
 # --------------------------------------------------------------------------
@@ -212,13 +216,13 @@ def test_fp32_forward_backward_match_float64(case):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 def test_grouped_query_split_dkdv_pass(monkeypatch, dtype):
     """dK/dV via per-query-head buffers (used on a GPU with few programs)."""
-    monkeypatch.setattr(fa, "_FORCE_GQA_SPLIT", True)
+    monkeypatch.setattr(fa_tuning, "_FORCE_GQA_SPLIT", True)
     B, T, S, N, K, H = 1, 20, 33, 8, 2, 40
     q, k, v, dout = make_inputs(B, T, S, N, K, H, dtype=dtype, seed=13)
     mask = make_mask("padding", B, N, T, S)
     out, lse = fa.forward(q, k, v, mask=mask, is_causal=True)
     dq, dk, dv = fa.backward(q, k, v, out, lse, dout, mask=mask, is_causal=True)
-    monkeypatch.setattr(fa, "_FORCE_GQA_SPLIT", False)
+    monkeypatch.setattr(fa_tuning, "_FORCE_GQA_SPLIT", False)
     _, dk_ref, dv_ref = fa.backward(
         q, k, v, out, lse, dout, mask=mask, is_causal=True
     )
@@ -453,7 +457,7 @@ def test_autotune_space_pruning(monkeypatch):
         256: [(16, 32, 4, 2)],
     }
     space_fp32 = {h: [(32, 32, 4, 2)] for h in (64, 128, 256)}
-    tuner = fa._make_autotune(space, space_fp32)(fa._attn_fwd_kernel)
+    tuner = fa_tuning.make_autotune(space, space_fp32)(fa._attn_fwd_kernel)
     prune = tuner.early_config_prune
 
     def picked(t, s, block_h, precision=None):
@@ -477,5 +481,5 @@ def test_autotune_space_pruning(monkeypatch):
     # Short sequences drop tiles longer than 64 along that axis.
     assert picked(16, 4096, 64) == [(64, 64, 4, 3)]
     assert picked(4096, 32, 64) == [(128, 64, 8, 3), (64, 64, 4, 3)]
-    monkeypatch.setattr(fa, "_AUTOTUNE", False)
+    monkeypatch.setattr(fa_tuning, "_AUTOTUNE", False)
     assert picked(4096, 4096, 64) == [(128, 64, 8, 3)]

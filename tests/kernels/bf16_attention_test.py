@@ -21,8 +21,8 @@ if os.environ.get("KERAS_BACKEND", "tensorflow") != "torch":
 
 from isa_test import levels_this_cpu_runs  # noqa: E402
 from isa_test import run_python  # noqa: E402
-from numpy_attention import attention_np  # noqa: E402
-from numpy_attention import rel_error  # noqa: E402
+from numpy_oracle import attention_np  # noqa: E402
+from numpy_oracle import rel_error  # noqa: E402
 
 from mmkeras.backend import cpu_module  # noqa: E402
 

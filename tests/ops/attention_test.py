@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from backend_grads import vjp
 from keras import ops
-from numpy_attention import attention_np
-from numpy_attention import rel_error
+from numpy_oracle import attention_np
+from numpy_oracle import rel_error
 from op_helpers import attention_inputs
 from op_helpers import compile_fn
 

@@ -11,49 +11,12 @@ import numpy as np
 import pytest
 from backend_grads import vjp
 from keras import ops
-from numpy_attention import rel_error
+from numpy_oracle import contrastive_inputs
+from numpy_oracle import contrastive_np
+from numpy_oracle import rel_error
 from op_helpers import compile_fn
 
 import mmkeras
-
-# ------------------------------------------------------------ float64 oracle
-
-
-def logsumexp_np(x, axis):
-    m = x.max(axis=axis, keepdims=True)
-    total = np.exp(x - m).sum(axis=axis, keepdims=True)
-    return (m + np.log(total)).squeeze(axis)
-
-
-def softmax_np(x, axis):
-    e = np.exp(x - x.max(axis=axis, keepdims=True))
-    return e / e.sum(axis=axis, keepdims=True)
-
-
-def sigmoid_np(x):
-    return 0.5 * (1.0 + np.tanh(0.5 * x))
-
-
-def contrastive_np(a, b, scale, bias, kind, dloss=1.0):
-    """Returns loss, and (da, db, dscale, dbias) of dloss * loss."""
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    B = a.shape[0]
-    S = a @ b.T
-    L = scale * S + (0.0 if bias is None else bias)
-    eye = np.eye(B)
-    if kind == "softmax":
-        diag = np.diag(L)
-        per_pair = logsumexp_np(L, 1) - diag + logsumexp_np(L, 0) - diag
-        loss = np.mean(per_pair) / 2
-        dL = (softmax_np(L, 1) + softmax_np(L, 0) - 2 * eye) / (2 * B)
-    else:
-        z = 2 * eye - 1
-        loss = np.logaddexp(0.0, -z * L).sum() / B  # -log sigmoid(z L)
-        dL = -z * sigmoid_np(-z * L) / B
-    dL = dL * dloss
-    grads = (scale * dL @ b, scale * dL.T @ a, (dL * S).sum(), dL.sum())
-    return loss, grads
-
 
 # ------------------------------------------------------------ inputs
 
@@ -68,19 +31,6 @@ CASES = [
     (129, 1, "sigmoid", 1.5, None, False),
     (300, 40, "sigmoid", 50.0, -5.0, True),
 ]
-
-
-def make_inputs(B, D, normalize, seed=0):
-    rng = np.random.default_rng(seed)
-    a = rng.standard_normal((B, D)).astype(np.float32)
-    b = (a + rng.standard_normal((B, D)) * 1.5).astype(np.float32)
-    if normalize:
-        a /= np.linalg.norm(a, axis=1, keepdims=True)
-        b /= np.linalg.norm(b, axis=1, keepdims=True)
-    else:
-        a *= 0.3
-        b *= 0.3
-    return a, b
 
 
 def run(a, b, scale, bias, kind, implementation, dloss=1.0,
@@ -121,7 +71,7 @@ IMPLEMENTATION_CASES = [("native", c) for c in CASES] + [
 @pytest.mark.parametrize("implementation,case", IMPLEMENTATION_CASES, ids=str)
 def test_matches_float64(case, implementation):
     B, D, kind, scale, bias, normalize = case
-    a, b = make_inputs(B, D, normalize)
+    a, b = contrastive_inputs(B, D, normalize)
     loss, grads = run(a, b, scale, bias, kind, implementation, dloss=0.7)
     ref_loss, ref_grads = contrastive_np(a, b, scale, bias, kind, dloss=0.7)
     assert len(grads) == (3 if bias is None else 4)
@@ -130,7 +80,7 @@ def test_matches_float64(case, implementation):
 
 @pytest.mark.parametrize("kind", ["softmax", "sigmoid"])
 def test_large_batch_native(kind):
-    a, b = make_inputs(1000, 24, True, seed=1)
+    a, b = contrastive_inputs(1000, 24, True, seed=1)
     loss, grads = run(a, b, 20.0, -2.0, kind, "native")
     assert_close(loss, grads, *contrastive_np(a, b, 20.0, -2.0, kind))
 
@@ -176,7 +126,7 @@ def test_outputs_are_poisoned_in_tests():
 
 @pytest.mark.parametrize("kind", ["softmax", "sigmoid"])
 def test_jit_compiled_function(kind):
-    a, b = make_inputs(70, 20, True)
+    a, b = contrastive_inputs(70, 20, True)
     loss, grads = run(a, b, 10.0, -3.0, kind, "native", wrap=compile_fn)
     assert_close(loss, grads, *contrastive_np(a, b, 10.0, -3.0, kind))
 
@@ -184,7 +134,7 @@ def test_jit_compiled_function(kind):
 @pytest.mark.parametrize("dtype,kind", [("float16", "softmax"),
                                         ("bfloat16", "sigmoid")])
 def test_low_precision_within_twice_the_reference_error(dtype, kind):
-    a, b = make_inputs(65, 32, True)
+    a, b = contrastive_inputs(65, 32, True)
     a, b = (np.asarray(ops.convert_to_numpy(ops.cast(ops.cast(x, dtype),
                                                      "float32")))
             for x in (a, b))
@@ -207,7 +157,7 @@ def test_low_precision_within_twice_the_reference_error(dtype, kind):
 
 
 def test_scale_and_bias_accept_numbers_and_shape_1():
-    a, b = make_inputs(9, 5, False)
+    a, b = contrastive_inputs(9, 5, False)
     ref, _ = contrastive_np(a, b, 4.0, -1.0, "sigmoid")
     for scale, bias in ((4.0, -1.0), (4, -1), (np.array([4.0], np.float32),
                                                np.array([-1.0], np.float32))):
@@ -223,7 +173,7 @@ def test_torch_opcheck():
 
     from mmkeras.backend import torch_contrastive
 
-    a, b = make_inputs(70, 20, True)
+    a, b = contrastive_inputs(70, 20, True)
     a, b = (torch.tensor(x, requires_grad=True) for x in (a, b))
     scale = torch.tensor(10.0, requires_grad=True)
     bias = torch.tensor(-2.0, requires_grad=True)
@@ -274,7 +224,7 @@ def test_bad_input_raises_clear_error(spec, message):
 
 
 def test_native_raises_when_it_cannot_run(monkeypatch):
-    a, b = make_inputs(5, 4, False)
+    a, b = contrastive_inputs(5, 4, False)
     monkeypatch.setattr(
         mmkeras.kernels, "native_unavailable_reason",
         lambda x, family="attention": f"the {family} adapter is not built",

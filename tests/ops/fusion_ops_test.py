@@ -8,63 +8,16 @@ import numpy as np
 import pytest
 from backend_grads import vjp
 from keras import ops
-from numpy_attention import rel_error
+from numpy_oracle import gated_inputs
+from numpy_oracle import gated_np
+from numpy_oracle import low_rank_inputs
+from numpy_oracle import low_rank_np
+from numpy_oracle import rel_error
 from op_helpers import compile_fn
 
 import mmkeras
 
-# ------------------------------------------------------------ float64 oracles
-
-
-def sigmoid_np(x):
-    return 0.5 * (1.0 + np.tanh(0.5 * x))
-
-
-def present_np(mask, M, B):
-    """(M, B) float64 presence: 1 where present (None: everywhere)."""
-    if mask is None:
-        return np.ones((M, B))
-    return np.asarray(mask, np.float64).T
-
-
-def gated_np(h, g, mask, dout):
-    """out = sum_m present * sigmoid(g) * tanh(h); grads of sum(out * dout)."""
-    h, g, dout = (np.asarray(x, np.float64) for x in (h, g, dout))
-    p = present_np(mask, *h.shape[:2])[:, :, None]
-    s, t = sigmoid_np(g), np.tanh(h)
-    out = (p * s * t).sum(0)
-    dh = p * dout * s * (1.0 - t**2)
-    dg = p * dout * t * s * (1.0 - s)
-    return out, (dh, dg)
-
-
-def low_rank_np(f, mask, dout):
-    """out = sum_r prod_m f' (f' = 1 for absent m); grads by leave-one-out
-    products (exact with zeros)."""
-    f, dout = np.asarray(f, np.float64), np.asarray(dout, np.float64)
-    M = f.shape[0]
-    p = present_np(mask, M, f.shape[2])[:, None, :, None] > 0
-    fp = np.where(p, f, 1.0)
-    out = fp.prod(0).sum(0)
-    df = np.stack(
-        [np.delete(fp, m, axis=0).prod(0) * dout for m in range(M)]
-    )
-    return out, (np.where(p, df, 0.0),)
-
-
 # ------------------------------------------------------------ inputs
-
-
-def make_mask(B, M, kind, rng):
-    if kind is None:
-        return None
-    if kind == "absent":  # no modality anywhere
-        return np.zeros((B, M), bool)
-    mask = rng.random((B, M)) > 0.4
-    mask[0] = False  # a sample with every modality absent
-    if B > 1:
-        mask[-1] = True
-    return mask
 
 
 # (M, B, D, mask kind): M in {1, 2, 3}, B and D in {1, 17, 129, ...}.
@@ -90,22 +43,6 @@ LOW_RANK_CASES = [
     (3, 5, 17, 70, "random", 0.3),
     (3, 2, 129, 129, None, 0.3),
 ]
-
-
-def gated_inputs(M, B, D, mask_kind, seed=0):
-    rng = np.random.default_rng(seed)
-    h = rng.standard_normal((M, B, D), dtype=np.float32) * 2
-    g = rng.standard_normal((M, B, D), dtype=np.float32) * 2
-    dout = rng.standard_normal((B, D), dtype=np.float32)
-    return h, g, make_mask(B, M, mask_kind, rng), dout
-
-
-def low_rank_inputs(M, R, B, O, mask_kind, zeros, seed=0):
-    rng = np.random.default_rng(seed)
-    f = rng.standard_normal((M, R, B, O), dtype=np.float32)
-    f[rng.random(f.shape) < zeros] = 0.0
-    dout = rng.standard_normal((B, O), dtype=np.float32)
-    return f, make_mask(B, M, mask_kind, rng), dout
 
 
 def run_gated(h, g, mask, dout, implementation, wrap=lambda fn: fn):

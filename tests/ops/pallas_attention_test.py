@@ -21,8 +21,8 @@ if keras.backend.backend() != "jax":
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-from numpy_attention import attention_np  # noqa: E402
-from numpy_attention import rel_error  # noqa: E402
+from numpy_oracle import attention_np  # noqa: E402
+from numpy_oracle import rel_error  # noqa: E402
 from op_helpers import attention_inputs  # noqa: E402
 
 import mmkeras  # noqa: E402

@@ -1,7 +1,7 @@
 """Tests of the FlashAttention-2 Triton kernels, run with TRITON_INTERPRET=1.
 
 The kernels run on CPU torch tensors in Triton's interpreter (see conftest.py),
-at small shapes, against a float64 numpy reference written below. The
+at small shapes, against the float64 numpy oracle (tests/numpy_oracle.py). The
 interpreter uses the same small fixed block config (BLOCK_M != BLOCK_N) as
 documented in flash_attention_tuning.py, so odd lengths span several partial
 blocks.
@@ -16,63 +16,14 @@ from triton_interpreter import skip_unless_interpreted
 skip_unless_interpreted(gpu_check="benchmarks/gpu_check.py")
 
 import torch  # noqa: E402
+from numpy_oracle import allowed_np  # noqa: E402
+from numpy_oracle import attention_lse_np as reference  # noqa: E402
 
 from mmkeras.triton_kernels import flash_attention as fa  # noqa: E402
 from mmkeras.triton_kernels import (  # noqa: E402
     flash_attention_tuning as fa_tuning,
 )
 from mmkeras.backend import torch_attention_triton as torch_ops  # noqa: E402
-
-# --------------------------------------------------------------------------
-# float64 numpy reference
-# --------------------------------------------------------------------------
-
-
-def _allowed(B, N, T, S, mask, is_causal):
-    allow = np.ones((B, N, T, S), dtype=bool)
-    if is_causal:
-        allow &= np.tril(np.ones((T, S), dtype=bool))
-    if mask is not None:
-        allow &= np.asarray(mask, dtype=bool)
-    return allow
-
-
-def reference(q, k, v, dout, mask=None, is_causal=False, scale=None, dlse=None):
-    """float64 attention forward and backward (Keras layout, zero empty rows).
-
-    Returns out (B,T,N,H), lse (B,N,T), dq, dk, dv.
-    """
-    q, k, v, dout = (np.asarray(x, dtype=np.float64) for x in (q, k, v, dout))
-    B, T, N, H = q.shape
-    S, K = k.shape[1], k.shape[2]
-    g = N // K
-    scale = 1.0 / math.sqrt(H) if scale is None else scale
-    kk = np.repeat(k, g, axis=2)
-    vv = np.repeat(v, g, axis=2)
-    allow = _allowed(B, N, T, S, mask, is_causal)
-    logits = np.einsum("btnh,bsnh->bnts", q, kk) * scale
-    logits = np.where(allow, logits, -np.inf)
-    has_any = allow.any(-1)
-    row_max = np.where(has_any, logits.max(-1, initial=-np.inf), 0.0)
-    e = np.where(allow, np.exp(logits - row_max[..., None]), 0.0)
-    denom = e.sum(-1)
-    safe = np.where(has_any, denom, 1.0)
-    p = e / safe[..., None]
-    lse = np.where(has_any, row_max + np.log(safe), np.inf)
-    out = np.einsum("bnts,bsnh->btnh", p, vv)
-
-    dv_full = np.einsum("bnts,btnh->bsnh", p, dout)
-    dp = np.einsum("btnh,bsnh->bnts", dout, vv)
-    # d out_t / d logits_ts = p_ts (v_s - out_t): the usual softmax backward.
-    delta = np.einsum("btnh,btnh->bnt", dout, out)
-    if dlse is not None:
-        delta = delta - np.asarray(dlse, dtype=np.float64)
-    ds = p * (dp - delta[..., None])
-    dq = scale * np.einsum("bnts,bsnh->btnh", ds, kk)
-    dk_full = scale * np.einsum("bnts,btnh->bsnh", ds, q)
-    dk = dk_full.reshape(B, S, K, g, H).sum(3)
-    dv = dv_full.reshape(B, S, K, g, H).sum(3)
-    return out, lse, dq, dk, dv
 
 
 def rel_err(x, ref):
@@ -274,7 +225,9 @@ def torch_low_precision(q, k, v, dout, mask, is_causal):
     kh = k.repeat_interleave(g, 2).transpose(1, 2)
     vh = v.repeat_interleave(g, 2).transpose(1, 2)
     allow = torch.from_numpy(
-        _allowed(B, N, T, S, None if mask is None else mask.numpy(), is_causal)
+        allowed_np(
+            B, N, T, S, None if mask is None else mask.numpy(), is_causal
+        )
     )
     logits = (qh @ kh.transpose(-1, -2)) * (1.0 / math.sqrt(H))
     logits = logits.masked_fill(~allow, float("-inf"))
@@ -438,7 +391,7 @@ def test_reference_gradients_match_torch_autograd():
     logits = torch.einsum(
         "btnh,bsnh->bnts", qr, kr.repeat_interleave(g, 2)
     ) / math.sqrt(H)
-    allow = torch.from_numpy(_allowed(B, N, T, S, mask.numpy(), True))
+    allow = torch.from_numpy(allowed_np(B, N, T, S, mask.numpy(), True))
     p = torch.softmax(logits.masked_fill(~allow, float("-inf")), -1)
     out = torch.einsum("bnts,bsnh->btnh", p, vr.repeat_interleave(g, 2))
     out.backward(dout)

@@ -1,15 +1,11 @@
 """Tests of the Triton fusion (gated, low-rank) and contrastive kernels, run
 with TRITON_INTERPRET=1 on CPU torch tensors, against the float64 numpy
-oracles of tests/ops (gated_np, low_rank_np, contrastive_np).
+oracles of tests/numpy_oracle.py (gated_np, low_rank_np, contrastive_np).
 
 The interpreter uses small tiles (see fusion.py / contrastive.py), so the
 odd sizes below span several partial blocks, several column tiles and, for
 the contrastive backward, several output-feature chunks.
 """
-
-import importlib.util
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,40 +14,20 @@ from triton_interpreter import skip_unless_interpreted
 skip_unless_interpreted()
 
 import torch  # noqa: E402
-from numpy_attention import rel_error  # noqa: E402
+from numpy_oracle import contrastive_inputs  # noqa: E402
+from numpy_oracle import contrastive_np  # noqa: E402
+from numpy_oracle import gated_inputs  # noqa: E402
+from numpy_oracle import gated_np  # noqa: E402
+from numpy_oracle import logsumexp_np  # noqa: E402
+from numpy_oracle import low_rank_inputs  # noqa: E402
+from numpy_oracle import low_rank_np  # noqa: E402
+from numpy_oracle import rel_error  # noqa: E402
 
 from mmkeras.triton_kernels import contrastive as co  # noqa: E402
 from mmkeras.triton_kernels import fusion as fu  # noqa: E402
 from mmkeras.backend import torch_contrastive_triton as tco  # noqa: E402
 from mmkeras.backend import torch_fusion_triton as tfo  # noqa: E402
 
-
-def _oracle_module(name):
-    """tests/ops/<name>.py, reusing pytest's copy when it imported one (its
-    prepend import mode names it by its basename)."""
-    path = (Path(__file__).parents[1] / "ops" / f"{name}.py").resolve()
-    mod = sys.modules.get(name)
-    if mod is not None and Path(mod.__file__).resolve() == path:
-        return mod
-    # The oracles import their sibling helpers (op_helpers), which pytest
-    # finds only once it has collected a test of tests/ops.
-    if str(path.parent) not in sys.path:
-        sys.path.append(str(path.parent))
-    spec = importlib.util.spec_from_file_location(f"_oracles_{name}", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-_fusion = _oracle_module("fusion_ops_test")
-_contrastive = _oracle_module("contrastive_test")
-gated_np = _fusion.gated_np
-low_rank_np = _fusion.low_rank_np
-gated_inputs = _fusion.gated_inputs
-low_rank_inputs = _fusion.low_rank_inputs
-contrastive_np = _contrastive.contrastive_np
-logsumexp_np = _contrastive.logsumexp_np
-contrastive_inputs = _contrastive.make_inputs
 
 TOL = 1e-5
 

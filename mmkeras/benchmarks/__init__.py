@@ -1,6 +1,10 @@
 """Kernel and model benchmarks, shipped with the package so that
-`mmkeras bench` works from any install; `benchmarks/*.py` run them from a
-source checkout."""
+`mmkeras bench` works from any install. Each module runs as
+`python -m mmkeras.benchmarks.<name>`: attention, fusion (the fused ops side
+by side with the frameworks' own), models (an encoder-decoder training
+step), accelerate (keras-hub models before and after `mmkeras.accelerate`)
+and gpu_check (the Triton attention kernels on an NVIDIA GPU). Results are
+kept in benchmarks/RESULTS.md of the source tree."""
 
 
 def wait_for(result):

@@ -7,8 +7,8 @@ one forward at T = S = --memory-length. Each backend runs in its own
 subprocess (one Keras backend per process); the table is printed at the end
 and written as JSON with --json.
 
-    python benchmarks/bench_attention.py                 # all backends
-    python benchmarks/bench_attention.py --backends jax --shapes 1x512,8x256 \
+    python -m mmkeras.benchmarks.attention               # all backends
+    python -m mmkeras.benchmarks.attention --backends jax --shapes 1x512,8x256 \
         --dtypes float32,bfloat16
     mmkeras bench attention --plot                       # the same, + PNG
 """

@@ -7,8 +7,8 @@ backward (fwd+bwd, the gradients of all inputs). "native" is the mmkeras C++
 kernel (`implementation="native"`), "keras.ops" the pure `keras.ops`
 reference of the same op (`implementation="reference"`).
 
-    python benchmarks/bench_fusion.py                      # all backends
-    python benchmarks/bench_fusion.py --backends jax --only contrastive \\
+    python -m mmkeras.benchmarks.fusion                    # all backends
+    python -m mmkeras.benchmarks.fusion --backends jax --only contrastive \\
         --contrastive 8192x512 --json out.json
     mmkeras bench fusion
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from triton_interpreter import skip_unless_interpreted
 
-skip_unless_interpreted(gpu_check="benchmarks/gpu_check.py")
+skip_unless_interpreted(gpu_check="python -m mmkeras.benchmarks.gpu_check")
 
 import torch  # noqa: E402
 from numpy_oracle import allowed_np  # noqa: E402

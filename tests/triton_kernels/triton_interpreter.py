@@ -18,7 +18,7 @@ def skip_unless_interpreted(gpu_check=None):
     hazard of DESIGN.md).
 
     Args:
-        gpu_check: the script that checks these kernels on a GPU machine
+        gpu_check: the command that checks these kernels on a GPU machine
             instead, named in the skip reason; None when there is none.
     """
     try:

@@ -15,8 +15,9 @@ from prompts of half of `--length` tokens up to `--length`, before and after
 `accelerate` (its KV-cached attention runs the fused op); the generated tokens
 must be identical.
 
-    python benchmarks/bench_accelerate.py [--backends jax,torch] [--steps 5] [--length 512]
-    python benchmarks/bench_accelerate.py --model gemma --length 256 --steps 3
+    python -m mmkeras.benchmarks.accelerate [--backends jax,torch] [--steps 5] \
+        [--length 512]
+    python -m mmkeras.benchmarks.accelerate --model gemma --length 256 --steps 3
 """
 
 import argparse
@@ -149,7 +150,7 @@ def main():
     for backend in args.backends.split(","):
         print(f"{backend} ...", file=sys.stderr, flush=True)
         proc = subprocess.run(
-            [sys.executable, os.path.abspath(__file__), "--worker",
+            [sys.executable, "-m", "mmkeras.benchmarks.accelerate", "--worker",
              "--batch", str(args.batch), "--steps", str(args.steps),
              "--length", str(args.length), "--model", args.model],
             env=dict(os.environ, KERAS_BACKEND=backend),

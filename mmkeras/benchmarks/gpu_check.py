@@ -2,8 +2,8 @@
 
 Run on a machine with an NVIDIA GPU (no network needed, nothing installed):
 
-    python benchmarks/gpu_check.py            # full check, < 5 min on an H200
-    python benchmarks/gpu_check.py --quick    # fewer shapes
+    python -m mmkeras.benchmarks.gpu_check          # full, < 5 min on an H200
+    python -m mmkeras.benchmarks.gpu_check --quick  # fewer shapes
 
 1. Correctness (autotuning off: one default config per kernel, few compiles):
    forward/backward of `flash_attention` on odd lengths, T != S, grouped-query
@@ -30,15 +30,17 @@ import sys
 import time
 import traceback
 
-# Before anything can import JAX or Keras: no JAX memory preallocation, and a
-# Keras backend that does not load TensorFlow next to the GPU libraries.
-os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-os.environ.setdefault("KERAS_BACKEND", "torch")
-os.environ.pop("TRITON_INTERPRET", None)
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
+def _environment():
+    """This process's environment with what the check needs: no JAX memory
+    preallocation, a Keras backend that does not load TensorFlow next to the
+    GPU libraries, and compiled (not interpreted) Triton kernels."""
+    env = dict(os.environ)
+    env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    env.setdefault("KERAS_BACKEND", "torch")
+    env.pop("TRITON_INTERPRET", None)
+    return env
+
 
 _T0 = time.monotonic()
 
@@ -53,6 +55,12 @@ def _log(msg):
 
 # --------------------------------------------------------------------------
 # References
+#
+# Plain torch math on the GPU rather than the package's keras.ops reference
+# (mmkeras.ops.attention_reference): the check needs the log-sum-exp, which
+# that reference does not return, and for fp16/bf16 the same math computed in
+# the input dtype (the "twice the error of torch in that dtype" bound), where
+# that reference computes in float32. In float64 the two are the same function.
 # --------------------------------------------------------------------------
 
 
@@ -671,4 +679,11 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    if _environment() != dict(os.environ):
+        # `python -m` imported mmkeras, and with it Keras (its backend chosen)
+        # and JAX, before this module ran: start again with the environment
+        # set before anything is imported.
+        os.execve(sys.executable,
+                  [sys.executable, "-m", "mmkeras.benchmarks.gpu_check",
+                   *sys.argv[1:]], _environment())
     sys.exit(main())

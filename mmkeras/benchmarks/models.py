@@ -6,7 +6,7 @@ length 1024, target length 128) built twice: with mmkeras'
 `keras.layers.MultiHeadAttention`. Each backend runs in its own subprocess;
 medians of `train_on_batch` after a warm-up step.
 
-    python benchmarks/bench_models.py [--backends jax,torch] [--steps 5]
+    python -m mmkeras.benchmarks.models [--backends jax,torch] [--steps 5]
 """
 
 import argparse
@@ -84,7 +84,7 @@ def main():
         for attention in ("mmkeras", "keras"):
             print(f"{backend} {attention} ...", file=sys.stderr, flush=True)
             proc = subprocess.run(
-                [sys.executable, os.path.abspath(__file__), "--worker",
+                [sys.executable, "-m", "mmkeras.benchmarks.models", "--worker",
                  attention, "--batch", str(args.batch), "--steps",
                  str(args.steps)],
                 env=dict(os.environ, KERAS_BACKEND=backend),

@@ -69,8 +69,9 @@ def train(args):
                             max_train_samples=args.max_train_samples,
                             distribute=args.distribute,
                             image_backbone=args.image_backbone,
-                            freeze_backbone=args.freeze_backbone)
-    except (ValueError, FileNotFoundError) as e:
+                            freeze_backbone=args.freeze_backbone,
+                            tokenizer=args.tokenizer)
+    except (ValueError, FileNotFoundError, ImportError) as e:
         print(f"mmkeras train: error: {e}", file=sys.stderr)
         return 2
     if metrics is None:  # not the chief process of a torchrun job
@@ -115,7 +116,9 @@ def build_parser():
     )
     p_info.set_defaults(func=info)
 
-    from mmkeras.train import FUSIONS, TASKS
+    from mmkeras.train import FUSIONS
+    from mmkeras.train import TASKS
+    from mmkeras.train import TOKENIZERS
 
     p_train = sub.add_parser(
         "train", help="train and evaluate a model on built-in or your data",
@@ -152,6 +155,11 @@ def build_parser():
         "backbone.save_to_preset(DIR). Never downloads: a hub name fails")
     p_train.add_argument("--freeze-backbone", action="store_true",
                          help="keep the --image-backbone weights fixed")
+    p_train.add_argument(
+        "--tokenizer", choices=TOKENIZERS, default="word",
+        help="how text becomes token ids: word (mmkeras' word tokenizer, "
+        "the fastest) or wordpiece (keras-hub's WordPieceTokenizer over a "
+        "vocabulary built offline from the training texts)")
     p_train.set_defaults(func=train)
 
     p_bench = sub.add_parser(

@@ -13,6 +13,10 @@ Tasks (each a model of `mmkeras.models`, trained with `model.fit`):
 - text2image: `EncoderDecoder` text -> image; a digit classifier trained on
   the real images reads the intended digit in the generated ones
   (`generated_digit_accuracy`).
+
+Text is tokenized by `tokenizer`: "word" (mmkeras' word tokenizer, the
+default and fastest) or "wordpiece" (a keras-hub `WordPieceTokenizer` over a
+vocabulary built offline from the training texts).
 """
 
 import json
@@ -32,9 +36,10 @@ from mmkeras import losses
 from mmkeras import models
 from mmkeras import plots
 from mmkeras.data import CLASS_NAMES
-from mmkeras.data import WordTokenizer
+from mmkeras.data import TOKENIZERS
 from mmkeras.data import load_digits_multimodal
 from mmkeras.data import load_manifest
+from mmkeras.data import tokenizer_from_config
 
 TASKS = ("classify", "caption", "retrieve", "text2image")
 FUSIONS = {
@@ -65,20 +70,22 @@ def _encoder(name, info):
         ], name="conv_stem")
         return layers.ImageEncoder(HIDDEN, backbone=backbone, num_layers=2)
     if name == "text":
-        return layers.TextEncoder(len(info["vocabulary"]),
+        return layers.TextEncoder(info["vocabulary_size"],
                                   info["max_text_length"], HIDDEN,
-                                  num_layers=2)
+                                  pad_id=info["pad_id"], num_layers=2)
     return layers.AudioEncoder(info["sample_rate"], HIDDEN, num_layers=2)
 
 
-def load_data(task, manifest=None, seed=0):
-    """The built-in digits (or a manifest) with the modalities of `task`."""
+def load_data(task, manifest=None, seed=0, tokenizer="word"):
+    """The built-in digits (or a manifest) with the modalities of `task`,
+    text tokenized by `tokenizer` (one of TOKENIZERS)."""
     if manifest is None:
         # Clean descriptions make well-formed caption targets.
         noise = 0.0 if task == "caption" else 0.1
-        data = load_digits_multimodal(seed=seed, text_noise=noise)
+        data = load_digits_multimodal(seed=seed, text_noise=noise,
+                                      tokenizer=tokenizer)
     else:
-        data = load_manifest(manifest, seed=seed)
+        data = load_manifest(manifest, seed=seed, tokenizer=tokenizer)
     info = data["info"]
     info.setdefault("image_size", (8, 8))
     if isinstance(info["image_size"], int):
@@ -121,7 +128,7 @@ def _pick(split, names):
     return {n: split[n] for n in names}
 
 
-def run_classify(data, modalities, epochs, fusion, out, seed, plan):
+def run_classify(data, epochs, out, plan, modalities, fusion, seed):
     train, val, test, info = (data["train"], data["validation"], data["test"],
                               data["info"])
 
@@ -183,10 +190,10 @@ def _digit_of(words):
     return found[0] if len(set(found)) == 1 else None
 
 
-def run_caption(data, modalities, epochs, fusion, out, seed, plan):
+def run_caption(data, epochs, out, plan):
     train, val, test, info = (data["train"], data["validation"], data["test"],
                               data["info"])
-    tokenizer = WordTokenizer(info["vocabulary"])
+    tokenizer = tokenizer_from_config(info["tokenizer"])
     length = info["caption_length"]
 
     def build():
@@ -194,9 +201,10 @@ def run_caption(data, modalities, epochs, fusion, out, seed, plan):
             {"image": _encoder("image", info)},
             {"image": train["image"].shape[1:]},
             target="text", hidden_dim=HIDDEN, num_layers=2,
-            vocabulary_size=len(info["vocabulary"]), max_target_length=length)
+            vocabulary_size=info["vocabulary_size"], max_target_length=length,
+            start_token_id=info["start_id"], end_token_id=info["end_id"])
         model.compile(loss=keras.losses.SparseCategoricalCrossentropy(
-            from_logits=True, ignore_class=0), **_compile_args())
+            from_logits=True, ignore_class=info["pad_id"]), **_compile_args())
         return model
 
     def teacher_forced(split):
@@ -208,7 +216,7 @@ def run_caption(data, modalities, epochs, fusion, out, seed, plan):
                                      teacher_forced(val), epochs)
     generated = model.generate({"image": test["image"]})
     texts = tokenizer.decode(generated)
-    end = info["vocabulary"].index("<end>")
+    end = info["end_id"]
     right, well_formed = [], []
     for row, text, label in zip(generated, texts, test["label"]):
         words = text.split()
@@ -251,8 +259,8 @@ def fit_images(images, shape):
     return images.astype("float32")
 
 
-def run_retrieve(data, modalities, epochs, fusion, out, seed, plan,
-                 image_backbone=None, freeze_backbone=False):
+def run_retrieve(data, epochs, out, plan, image_backbone=None,
+                 freeze_backbone=False):
     train, val, test, info = (data["train"], data["validation"], data["test"],
                               data["info"])
     towers = ["audio", "image"]
@@ -319,7 +327,7 @@ def digit_reader(train, epochs=40):
     return reader
 
 
-def run_text2image(data, modalities, epochs, fusion, out, seed, plan):
+def run_text2image(data, epochs, out, plan):
     train, val, test, info = (data["train"], data["validation"], data["test"],
                               data["info"])
 
@@ -347,13 +355,9 @@ def run_text2image(data, modalities, epochs, fusion, out, seed, plan):
     return model, history, per_epoch, metrics
 
 
-RUNNERS = {"classify": run_classify, "caption": run_caption,
-           "retrieve": run_retrieve, "text2image": run_text2image}
-
-
 def train(task="classify", fusion="gated", epochs=None, data=None, out=None,
           seed=0, max_train_samples=None, distribute=None,
-          image_backbone=None, freeze_backbone=False):
+          image_backbone=None, freeze_backbone=False, tokenizer="word"):
     """Runs one task end to end; returns the metrics dict (None in the
     other processes of a multi-process run).
 
@@ -375,6 +379,9 @@ def train(task="classify", fusion="gated", epochs=None, data=None, out=None,
             (or a Keras model / serialized config) for the image tower; a
             CLIP or SigLIP preset gives its vision tower. Never downloads.
         freeze_backbone: keep the `image_backbone` weights fixed.
+        tokenizer: "word" (mmkeras' word tokenizer; fastest) or
+            "wordpiece" (keras-hub's `WordPieceTokenizer` over a vocabulary
+            built offline from the training texts).
     """
     if task not in TASKS:
         raise ValueError(f"Argument `task` must be one of {TASKS}. "
@@ -382,11 +389,14 @@ def train(task="classify", fusion="gated", epochs=None, data=None, out=None,
     if fusion not in FUSIONS:
         raise ValueError(f"Argument `fusion` must be one of {sorted(FUSIONS)}. "
                          f"Received: fusion={fusion!r}")
+    if tokenizer not in TOKENIZERS:
+        raise ValueError(f"Argument `tokenizer` must be one of {TOKENIZERS}. "
+                         f"Received: tokenizer={tokenizer!r}")
     if image_backbone is not None and task != "retrieve":
         raise ValueError(
-            "Argument `image_backbone` applies to the retrieve task only (a "
-            "keras-hub tower outputs pooled vectors, which only the dual "
-            "encoder takes). Received: task="
+            "Argument `image_backbone` applies to the retrieve task only "
+            "(the other tasks train mmkeras' own image encoder). "
+            "Received: task="
             f"{task!r}, image_backbone={str(image_backbone)!r}"
         )
     if isinstance(image_backbone, str) and not Path(image_backbone).is_dir():
@@ -401,17 +411,18 @@ def train(task="classify", fusion="gated", epochs=None, data=None, out=None,
             else distribution.Plan())
     try:
         return _train(plan, task, fusion, epochs, data, out, seed,
-                      max_train_samples, image_backbone, freeze_backbone)
+                      max_train_samples, image_backbone, freeze_backbone,
+                      tokenizer)
     finally:
         plan.close()
 
 
 def _train(plan, task, fusion, epochs, data, out, seed, max_train_samples,
-           image_backbone=None, freeze_backbone=False):
+           image_backbone, freeze_backbone, tokenizer):
     if plan.is_chief:
         print(f"mmkeras train: {task} on {plan.describe()}", flush=True)
     keras.utils.set_random_seed(seed)
-    dataset, modalities = load_data(task, data, seed)  # validates first
+    dataset, modalities = load_data(task, data, seed, tokenizer)  # validates
     if max_train_samples is not None:
         if not isinstance(max_train_samples, int) or max_train_samples < 2:
             raise ValueError(
@@ -426,13 +437,16 @@ def _train(plan, task, fusion, epochs, data, out, seed, max_train_samples,
                else Path(tempfile.mkdtemp(prefix="mmkeras_rank")))
     staging.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    extra = {}
-    if image_backbone is not None:
-        extra = dict(image_backbone=image_backbone,
-                     freeze_backbone=freeze_backbone)
+    common = (dataset, epochs, staging, plan)
+    runs = {
+        "classify": lambda: run_classify(*common, modalities, fusion, seed),
+        "caption": lambda: run_caption(*common),
+        "retrieve": lambda: run_retrieve(*common, image_backbone,
+                                         freeze_backbone),
+        "text2image": lambda: run_text2image(*common),
+    }
     try:
-        model, history, per_epoch, metrics = RUNNERS[task](
-            dataset, modalities, epochs, fusion, staging, seed, plan, **extra)
+        model, history, per_epoch, metrics = runs[task]()
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -451,6 +465,8 @@ def _train(plan, task, fusion, epochs, data, out, seed, max_train_samples,
     )
     if task == "classify":
         metrics["fusion"] = fusion
+    if "text" in modalities:
+        metrics["tokenizer"] = tokenizer
     if image_backbone is not None:
         metrics["image_backbone"] = str(image_backbone)
         metrics["backbone_frozen"] = bool(freeze_backbone)

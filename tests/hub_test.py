@@ -3,6 +3,7 @@
 Tiny random keras-hub models; presets are written to temporary folders.
 """
 
+import functools
 import json
 
 import keras
@@ -13,8 +14,11 @@ from manifest_helpers import write_manifest
 import mmkeras  # noqa: F401  first: imports Triton before keras-hub's TF
 from mmkeras import cli
 from mmkeras import hub
+from mmkeras import layers
 from mmkeras import losses
 from mmkeras import models
+from mmkeras import train as train_lib
+from mmkeras.layers.encoders import HubAudioEncoder
 from mmkeras.layers.encoders import HubImageEncoder
 from mmkeras.layers.encoders import HubTextEncoder
 
@@ -74,12 +78,14 @@ def test_dual_encoder_from_hub_matches_keras_hub_fits_and_saves(
         family, tmp_path):
     keras.utils.set_random_seed(0)
     backbone = tiny_clip() if family == "clip" else tiny_siglip()
-    data = pairs()
+    # Embeddings compared on 2 examples, the batch the model builds with
+    # (on JAX every eager op compiles once per shape).
+    data = pairs(8)
     # keras-hub's own embeddings, before anything changes the towers.
     want_image = keras.ops.convert_to_numpy(
-        backbone.get_vision_embeddings(data["image"][:8]))
+        backbone.get_vision_embeddings(data["image"][:2]))
     want_text = keras.ops.convert_to_numpy(
-        backbone.get_text_embeddings(data["text"][:8]))
+        backbone.get_text_embeddings(data["text"][:2]))
 
     model = models.DualEncoder.from_hub(backbone)
     assert model.kind == ("softmax" if family == "clip" else "sigmoid")
@@ -89,12 +95,12 @@ def test_dual_encoder_from_hub_matches_keras_hub_fits_and_saves(
     for tower, want in (("image", want_image), ("text", want_text)):
         want = want / np.linalg.norm(want, axis=1, keepdims=True)
         np.testing.assert_allclose(
-            model.encode(data[tower][:8], tower), want, rtol=1e-4, atol=1e-5)
+            model.encode(data[tower][:2], tower), want, rtol=1e-4, atol=1e-5)
 
     before = weights_of(model.encoders["image"])
     model.compile(optimizer=keras.optimizers.Adam(1e-3),
                   loss=losses.ContrastiveLoss(kind=model.kind, learnable=True))
-    history = model.fit(data, np.zeros(16), epochs=1, batch_size=8, verbose=0)
+    history = model.fit(data, np.zeros(8), epochs=1, batch_size=4, verbose=0)
     assert np.isfinite(history.history["loss"][-1])
     after = weights_of(model.encoders["image"])
     assert any(not np.array_equal(a, b) for a, b in zip(before, after))
@@ -105,8 +111,8 @@ def test_dual_encoder_from_hub_matches_keras_hub_fits_and_saves(
     model.save(path)
     loaded = keras.saving.load_model(path)
     for tower in ("image", "text"):
-        np.testing.assert_allclose(loaded.encode(data[tower][:8], tower),
-                                   model.encode(data[tower][:8], tower),
+        np.testing.assert_allclose(loaded.encode(data[tower][:2], tower),
+                                   model.encode(data[tower][:2], tower),
                                    rtol=1e-5, atol=1e-6)
 
 
@@ -142,9 +148,7 @@ def test_image_encoder_from_instance_config_and_preset_dir(tmp_path):
 
 def test_text_encoder_masks_padding_of_a_bert_backbone():
     keras.utils.set_random_seed(0)
-    bert = keras_hub.models.BertBackbone(
-        vocabulary_size=VOCAB, num_layers=1, num_heads=2, hidden_dim=32,
-        intermediate_dim=64, max_sequence_length=LENGTH)
+    bert = tiny_bert()
     encoder = HubTextEncoder(bert, pooling="mean")
     ids = np.array([[5, 6, 7, 0, 0, 0, 0, 0],
                     [5, 6, 7, 9, 9, 9, 9, 9]], "int32")
@@ -157,6 +161,98 @@ def test_text_encoder_masks_padding_of_a_bert_backbone():
     np.testing.assert_allclose(pooled[0], sequence[0, :3].mean(0),
                                rtol=1e-4, atol=1e-5)
     assert not np.allclose(pooled[0], pooled[1], atol=1e-3)
+
+
+def tiny_bert():
+    return keras_hub.models.BertBackbone(
+        vocabulary_size=VOCAB, num_layers=1, num_heads=2, hidden_dim=32,
+        intermediate_dim=64, max_sequence_length=LENGTH)
+
+
+def tiny_whisper():
+    return keras_hub.models.WhisperBackbone(
+        vocabulary_size=VOCAB, num_layers=1, num_heads=2, hidden_dim=32,
+        intermediate_dim=64, num_mels=16, max_encoder_sequence_length=64,
+        max_decoder_sequence_length=LENGTH)
+
+
+def test_token_sequences_with_masks_reach_fusion_and_encoder_decoder(
+        tmp_path):
+    """`pooling="sequence"`: BERT's and Whisper's tokens (projected to the
+    decoder width), BERT's with a Keras mask, as an EncoderDecoder's memory
+    and a FusionClassifier's (masked-mean) input; a pooled encoder is one
+    memory token."""
+    keras.utils.set_random_seed(0)
+    bert, whisper = tiny_bert(), tiny_whisper()
+    text = HubTextEncoder(bert, pooling="sequence", projection=16)
+    audio = HubAudioEncoder(whisper, sample_rate=4000, pooling="sequence",
+                            projection=16)
+    # Batches of 2 throughout, the size models build with: on JAX every
+    # eager op compiles once per shape.
+    ids = np.array([[5, 6, 7, 0, 0, 0, 0, 0]] * 2, "int32")
+    waves = np.random.default_rng(0).uniform(-1, 1, (2, 800)).astype(
+        "float32")
+    # Text: BERT's sequence output, projected; the mask marks real tokens.
+    sequence = bert({"token_ids": ids, "segment_ids": np.zeros_like(ids),
+                     "padding_mask": ids != 0})["sequence_output"]
+    tokens = keras.ops.convert_to_numpy(text(ids))
+    np.testing.assert_allclose(
+        tokens, keras.ops.convert_to_numpy(text.projection(sequence)),
+        rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(text.compute_mask(ids)), ids != 0)
+    # Audio: Whisper's encoder half, on features made in the graph (or
+    # given as they are), equals the whole backbone's encoder output.
+    features = keras.ops.convert_to_numpy(
+        audio._backbone_inputs(keras.ops.convert_to_tensor(waves)))
+    assert features.shape == (2, 21, 16)  # 10 ms frames, 16 mels
+    full = whisper({"encoder_features": features,
+                    "decoder_token_ids": ids[:, :2],
+                    "decoder_padding_mask": np.ones((2, 2), "int32")})
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(audio(features)),
+        keras.ops.convert_to_numpy(audio.projection(
+            full["encoder_sequence_output"])), rtol=1e-4, atol=1e-5)
+    assert audio.compute_output_shape((2, 800)) == (2, 11, 16)  # stride 2
+
+    # Text tokens and a pooled Whisper vector (one memory token) to an image.
+    pooled_audio = HubAudioEncoder(whisper, 4000, projection=16)
+    model = models.EncoderDecoder(
+        {"text": text, "audio": pooled_audio},
+        {"text": (LENGTH,), "audio": (800,)}, target="image",
+        target_shape=(8, 8, 1), patch_size=4, hidden_dim=16, num_layers=1,
+        num_heads=2)
+    # The decoder attends to the real tokens only: padded or not, the same.
+    padded = keras.ops.convert_to_numpy(model({"text": ids, "audio": waves}))
+    short = keras.ops.convert_to_numpy(model({"text": ids[:, :3],
+                                              "audio": waves}))
+    np.testing.assert_allclose(padded, short, rtol=1e-4, atol=1e-5)
+    model.compile(optimizer="adam", loss="mse")
+    history = model.fit({"text": ids, "audio": waves},
+                        np.zeros((2, 8, 8, 1), "float32"), epochs=1,
+                        batch_size=2, verbose=0)
+    assert np.isfinite(history.history["loss"][-1])
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    assert loaded.encoders["text"].pooling == "sequence"
+    assert isinstance(loaded.encoders["audio"], HubAudioEncoder)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(loaded({"text": ids, "audio": waves})),
+        keras.ops.convert_to_numpy(model({"text": ids, "audio": waves})),
+        rtol=1e-5, atol=1e-6)
+
+    # A FusionClassifier pools the text tokens over the real ones only.
+    classifier = models.FusionClassifier(
+        {"text": text}, {"text": (LENGTH,)}, layers.ConcatFusion(16),
+        num_classes=3)
+    tokens = keras.ops.convert_to_numpy(text(ids))  # trained by the fit
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(classifier.encode_vector("text", ids)),
+        tokens[:, :3].mean(axis=1), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="WhisperBackbone"):
+        HubAudioEncoder(bert, sample_rate=4000)
+    with pytest.raises(ValueError, match="Received: pooling='none'"):
+        HubAudioEncoder(whisper, sample_rate=4000, pooling="none")
 
 
 def test_a_hub_name_is_refused_with_how_to_provide_the_files(tmp_path):
@@ -182,15 +278,23 @@ def test_a_hub_name_is_refused_with_how_to_provide_the_files(tmp_path):
         HubImageEncoder(tiny_vit(), pooling="max")
 
 
-def test_train_retrieve_from_a_local_preset_dir(tmp_path, capsys):
+def test_train_retrieve_from_a_local_preset_dir(tmp_path, capsys,
+                                               monkeypatch):
     keras.utils.set_random_seed(0)
     tiny_vit().save_to_preset(str(tmp_path / "vit"))
     out = tmp_path / "out"
-    # The manifest's 32x32 grey images are resized and channel-repeated to
-    # the ViT's 16x16x3.
+    # The manifest's clips are 800 samples: load them at that length, not
+    # zero-padded to the loader's default 8000, which would make compiling
+    # the task's own audio tower the most of this test's time.
+    monkeypatch.setattr(train_lib, "load_manifest", functools.partial(
+        train_lib.load_manifest, audio_length=800))
+    # The manifest's 16x16 grey images are resized to 32x32 by the loader,
+    # then to the ViT's 16x16 and channel-repeated to its 3 channels. 14
+    # rows split 10/2/2: every eager evaluation runs batches of 2, the size
+    # the model builds with (on JAX each eager op compiles once per shape).
     code = cli.main(["train", "--task", "retrieve", "--epochs", "1",
                      "--data",
-                     str(write_manifest(tmp_path, rows=40, text=False)),
+                     str(write_manifest(tmp_path, rows=14, text=False)),
                      "--out", str(out),
                      "--image-backbone", str(tmp_path / "vit")])
     assert code == 0

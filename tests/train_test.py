@@ -36,6 +36,29 @@ def test_each_task_writes_model_metrics_and_plots(task, tmp_path, capsys):
     assert not (tmp_path / f"{task}.partial").exists()
 
 
+def test_caption_with_word_pieces(tmp_path):
+    """`--tokenizer wordpiece`: keras-hub's WordPieceTokenizer over a
+    vocabulary built from the training descriptions; captions start and end
+    with its own ids, and the model keeps its padding id."""
+    import keras
+
+    out = tmp_path / "caption"
+    code = cli.main(["train", "--task", "caption", "--epochs", "1",
+                     "--max-train-samples", "96", "--out", str(out),
+                     "--tokenizer", "wordpiece"])
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["tokenizer"] == "wordpiece"
+    assert 0.0 <= metrics["caption_well_formed"] <= 1.0
+    model = keras.saving.load_model(out / "model.keras")
+    # [START] and [END] are ids 2 and 3 of the WordPiece vocabulary too; the
+    # vocabulary is larger than the 75 words of the word tokenizer's.
+    assert (model.start_token_id, model.end_token_id) == (2, 3)
+    assert model.vocabulary_size > 75
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--tokenizer", "bpe"])
+
+
 def test_train_on_a_manifest(tmp_path):
     out = tmp_path / "out"
     code = cli.main(["train", "--task", "classify", "--epochs", "1",

@@ -103,6 +103,7 @@ def load_digits_multimodal(
     sample_rate=DEFAULT_SAMPLE_RATE,
     max_text_length=DEFAULT_MAX_TEXT_LENGTH,
     text_noise=0.1,
+    tokenizer="word",
 ):
     """Loads the built-in image/text/audio digits data set.
 
@@ -125,19 +126,31 @@ def load_digits_multimodal(
         text_noise: amount of noise in the descriptions, in [0, 0.3]. At
             0.1 about 2.5% of descriptions lose their digit word; at 0 they
             are clean template sentences.
+        tokenizer: "word" (`WordTokenizer` over `digits_vocabulary()`: the
+            default, and the fastest), "wordpiece" (a keras-hub
+            `WordPieceTokenizer` over a vocabulary built offline from the
+            training split's descriptions with `build_word_piece_vocabulary`;
+            typos become word pieces instead of ``"<unk>"``), or a tokenizer
+            object (a keras-hub tokenizer, `HubTokenizer` or
+            `WordTokenizer`). A description longer than `max_text_length`
+            in its tokens is an error.
 
     Returns:
         A dict with keys ``"train"``, ``"validation"``, ``"test"`` and
         ``"info"``. Each split is a dict of numpy arrays over its n samples:
 
         - ``"image"``: float32 ``(n, image_size, image_size, 1)`` in [0, 1];
-        - ``"text"``: int32 ``(n, max_text_length)`` token ids, 0 = padding;
+        - ``"text"``: int32 ``(n, max_text_length)`` token ids, padded with
+          ``info["pad_id"]`` (0 for "word" and "wordpiece");
         - ``"text_raw"``: ``(n,)`` array of the description strings;
         - ``"audio"``: float32 ``(n, audio_length)`` in [-1, 1];
         - ``"label"``: int32 ``(n,)`` digit in 0..9.
 
         ``"info"`` is a JSON-serializable dict: ``class_names``,
-        ``num_classes``, ``vocabulary`` (index = token id), ``sample_rate``,
+        ``num_classes``, ``vocabulary`` (index = token id),
+        ``vocabulary_size``, ``pad_id``, ``start_id``, ``end_id``,
+        ``tokenizer`` (rebuild it with
+        `mmkeras.data.tokenizer_from_config`), ``sample_rate``,
         ``audio_length``, ``image_size``, ``max_text_length``,
         ``caption_length``, ``seed``, ``split_sizes``.
 
@@ -168,17 +181,19 @@ def load_digits_multimodal(
     if image_size != NATIVE_IMAGE_SIZE:
         images = resize_images(images, image_size, interpolation)
     descriptions = describe_digits(labels, text_rng, text_noise)
-    tokenizer = text_lib.WordTokenizer(digits_vocabulary())
+    parts = stratified_split(labels, split, split_rng)
+    tokenizer = text_lib.as_tokenizer(
+        tokenizer, texts=[descriptions[i] for i in parts[0]],
+        word_vocabulary=digits_vocabulary())
     arrays = {
         "image": images,
-        "text": tokenizer.encode(descriptions, max_text_length),
+        "text": _encode(tokenizer, descriptions, max_text_length),
         "text_raw": np.array(descriptions, dtype=object),
         "audio": synthesize_digit_audio(
             labels, audio_rng, audio_length, sample_rate
         ),
         "label": labels,
     }
-    parts = stratified_split(labels, split, split_rng)
     result = {
         name: {key: value[idx] for key, value in arrays.items()}
         for name, idx in zip(SPLIT_NAMES, parts)
@@ -186,7 +201,7 @@ def load_digits_multimodal(
     result["info"] = {
         "class_names": list(CLASS_NAMES),
         "num_classes": NUM_CLASSES,
-        "vocabulary": tokenizer.vocabulary,
+        **text_lib.tokenizer_info(tokenizer),
         "sample_rate": sample_rate,
         "audio_length": audio_length,
         "image_size": image_size,
@@ -196,6 +211,19 @@ def load_digits_multimodal(
         "split_sizes": {n: int(len(i)) for n, i in zip(SPLIT_NAMES, parts)},
     }
     return result
+
+
+def _encode(tokenizer, descriptions, max_text_length):
+    lengths = tokenizer.sequence_lengths(descriptions)
+    longest = np.argmax(lengths)
+    if lengths[longest] > max_text_length:
+        raise ValueError(
+            f"Argument `max_text_length`={max_text_length} is shorter than "
+            f"description {longest}, which the tokenizer turns into "
+            f"{lengths[longest]} tokens; pass at least {max(lengths)}. "
+            f"Received: max_text_length={max_text_length}"
+        )
+    return tokenizer.encode(descriptions, max_text_length)
 
 
 def _load_sklearn_digits():

@@ -79,6 +79,7 @@ def load_manifest(
     columns=None,
     split=(0.7, 0.15, 0.15),
     seed=0,
+    tokenizer="word",
 ):
     """Loads a CSV or JSONL manifest into train/validation/test arrays.
 
@@ -94,15 +95,23 @@ def load_manifest(
             Any other label in the manifest is an error. By default the
             sorted distinct labels of the manifest (numerically when all
             are integers).
-        vocabulary: optional token list for `WordTokenizer`. By default it
-            is built from the training split's texts.
+        vocabulary: optional token list for `WordTokenizer` (with
+            `tokenizer="word"`). By default it is built from the training
+            split's texts.
         max_text_length: token ids per text. By default the longest text's
-            length; when given, a longer text is an error (never cut).
+            length in tokens; when given, a longer text is an error (never
+            cut).
         columns: data columns to load, among ``image``, ``audio``, ``text``,
             ``label``; each must exist. Defaults to those present.
         split: ``(train, validation, test)`` fractions, stratified by label,
             used when the manifest has no ``split`` column.
         seed: seed of the random split.
+        tokenizer: "word" (`WordTokenizer`, the default and fastest),
+            "wordpiece" (a keras-hub `WordPieceTokenizer` over a vocabulary
+            built from the training split's texts with
+            `build_word_piece_vocabulary`), or a tokenizer object (any
+            keras-hub tokenizer, a `HubTokenizer` or a `WordTokenizer`).
+            Texts are padded with its padding id (``info["pad_id"]``).
 
     Returns:
         The structure of `load_digits_multimodal`: a dict with
@@ -111,9 +120,12 @@ def load_manifest(
         float32 ``(n, audio_length)``, ``"text"`` int32
         ``(n, max_text_length)``, ``"text_raw"``, ``"label"`` int32, for the
         columns loaded) and ``"info"`` (``class_names``, ``num_classes``,
-        ``vocabulary``, ``sample_rate``, ``audio_length``, ``image_size``,
-        ``color_mode``, ``max_text_length``, ``caption_length``,
-        ``split_sizes``, ``manifest``).
+        ``vocabulary``, ``vocabulary_size``, ``pad_id``, ``start_id``,
+        ``end_id``, ``tokenizer`` (see `mmkeras.data.tokenizer_from_config`;
+        these are None without a text column), ``sample_rate``,
+        ``audio_length``, ``image_size``, ``color_mode``,
+        ``max_text_length``, ``caption_length``, ``split_sizes``,
+        ``manifest``).
 
     Raises:
         ValueError: for a bad argument, an unreadable manifest, a missing
@@ -129,9 +141,16 @@ def load_manifest(
     if max_text_length is not None:
         digits_lib._check_int("max_text_length", max_text_length, minimum=1)
     split = digits_lib.check_split(split)
-    tokenizer = (
-        text_lib.WordTokenizer(vocabulary) if vocabulary is not None else None
-    )
+    if vocabulary is not None:
+        if tokenizer != "word":
+            raise ValueError(
+                "Argument `vocabulary` is the word tokenizer's; it cannot go "
+                "with another tokenizer. Received: vocabulary with "
+                f"tokenizer={tokenizer!r}"
+            )
+        tokenizer = text_lib.WordTokenizer(vocabulary)
+    elif not isinstance(tokenizer, str) or tokenizer not in text_lib.TOKENIZERS:
+        tokenizer = text_lib.as_tokenizer(tokenizer)  # given, or refused
     if labels is not None:
         labels = _check_labels(labels)
 
@@ -158,22 +177,39 @@ def load_manifest(
         if SPLIT_COLUMN in header
         else None
     )
-    if texts is not None:
+    # The word tokenizer's lengths do not depend on its vocabulary (every
+    # word is one id, unknown words "<unk>"), so they are checked with the
+    # rest; a WordPiece vocabulary from the training split comes after it.
+    lengths = None
+    if texts is not None and tokenizer != "wordpiece":
+        lengths = (
+            [len(text_lib.tokenize(t)) for t in texts]
+            if tokenizer == "word" else tokenizer.sequence_lengths(texts)
+        )
         max_text_length = _check_text_lengths(
-            records, texts, max_text_length, problems
+            records, texts, lengths, max_text_length, problems
         )
     problems.raise_if_any(path)
 
     parts = _split_indices(
         assignment, arrays.get("label"), split, seed, len(records)
     )
-    if texts is not None:
-        if tokenizer is None:
-            # Words seen only outside the training split stay unknown, as
-            # they would be for a model deployed after training.
-            tokenizer = text_lib.WordTokenizer(
-                text_lib.build_vocabulary(texts[i] for i in parts[0])
+    if texts is None:
+        tokenizer = None
+    else:
+        if isinstance(tokenizer, str):
+            # Words seen only outside the training split stay unknown (or
+            # become pieces), as they would for a model deployed after
+            # training.
+            tokenizer = text_lib.as_tokenizer(
+                tokenizer, texts=[texts[i] for i in parts[0]]
             )
+        if lengths is None:
+            max_text_length = _check_text_lengths(
+                records, texts, tokenizer.sequence_lengths(texts),
+                max_text_length, problems,
+            )  # fmt: skip
+            problems.raise_if_any(path)
         arrays["text"] = tokenizer.encode(texts, max_text_length)
         arrays["text_raw"] = np.array(texts, dtype=object)
 
@@ -184,7 +220,7 @@ def load_manifest(
     result["info"] = {
         "class_names": class_names,
         "num_classes": len(class_names) if class_names is not None else None,
-        "vocabulary": tokenizer.vocabulary if tokenizer is not None else None,
+        **text_lib.tokenizer_info(tokenizer),
         "sample_rate": sample_rate,
         "audio_length": audio_length,
         "image_size": list(image_size),
@@ -496,11 +532,8 @@ def _read_texts(records, problems):
     return texts
 
 
-def _check_text_lengths(records, texts, max_text_length, problems):
+def _check_text_lengths(records, texts, lengths, max_text_length, problems):
     """Returns the text length to use; records texts that do not fit."""
-    # Every word is one id (unknown words become "<unk>"), so lengths do not
-    # depend on the vocabulary.
-    lengths = [len(text_lib.tokenize(t)) for t in texts]
     if max_text_length is None:
         return max(max(lengths), 1)
     for record, length, text in zip(records, lengths, texts):

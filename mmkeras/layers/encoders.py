@@ -7,13 +7,17 @@
 - `AudioEncoder`: waveforms -> `keras.layers.MelSpectrogram` -> strided
   convolutions -> transformer tokens.
 - `SequencePooling`: tokens -> one vector (masked mean or first token).
-- `HubImageEncoder`, `HubTextEncoder`: a keras-hub backbone (ViT, CLIP and
-  SigLIP towers, BERT, ...) as an encoder that outputs one pooled vector per
-  example (`mmkeras.hub` loads backbones from configs and preset folders).
+- `HubImageEncoder`, `HubTextEncoder`, `HubAudioEncoder`: a keras-hub
+  backbone (ViT, CLIP and SigLIP towers, BERT, Whisper's encoder, ...) as
+  an encoder (`mmkeras.hub` loads backbones from configs and preset
+  folders).
 
 The mmkeras encoders output `(B, tokens, hidden_dim)`; the models pool or
-attend over them. The keras-hub encoders pool themselves (the pooling their
-backbone was trained with) and output `(B, D)`: `DualEncoder` takes them.
+attend over them. The keras-hub encoders pool themselves by default (the
+pooling their backbone was trained with) and output `(B, D)`, which every
+model takes as the modality's vector; with `pooling="sequence"` they output
+the backbone's tokens `(B, T, D)` (text: with a Keras mask), which an
+`EncoderDecoder` attends over.
 """
 
 import keras
@@ -180,17 +184,22 @@ class ImageEncoder(_Encoder):
 
 @keras.saving.register_keras_serializable(package="mmkeras")
 class TextEncoder(_Encoder):
-    """Token ids (B, T), 0 = padding -> tokens (B, T, hidden_dim).
+    """Token ids (B, T), `pad_id` = padding -> tokens (B, T, hidden_dim).
 
-    The output carries a Keras mask (ids != 0) and padding never receives
-    attention. Tokenize with `mmkeras.data.WordTokenizer` (a vocabulary from
-    your corpus) or any tokenizer that maps padding to 0.
+    The output carries a Keras mask (ids != `pad_id`) and padding never
+    receives attention. Tokenize with `mmkeras.data.WordTokenizer` (a
+    vocabulary from your corpus, padding 0) or any keras-hub tokenizer
+    (`WordPieceTokenizer`, `BytePairTokenizer`, `SentencePieceTokenizer`,
+    ... through `mmkeras.data.HubTokenizer`); `from_tokenizer` takes the
+    vocabulary size and padding id from the tokenizer.
 
     Args:
         vocabulary_size: number of token ids.
         max_length: longest sequence accepted (size of the position table).
         hidden_dim, num_layers, num_heads, intermediate_dim, dropout,
         implementation: as in the other encoders.
+        pad_id: the padding id of the tokenizer (CLIP's pads with its end
+            token).
 
     Example:
 
@@ -200,7 +209,8 @@ class TextEncoder(_Encoder):
     (1, 4, 32)
     """
 
-    def __init__(self, vocabulary_size, max_length, hidden_dim, **kwargs):
+    def __init__(self, vocabulary_size, max_length, hidden_dim, pad_id=0,
+                 **kwargs):
         super().__init__(hidden_dim, **kwargs)
         for name, value in (("vocabulary_size", vocabulary_size),
                             ("max_length", max_length)):
@@ -209,8 +219,34 @@ class TextEncoder(_Encoder):
                     f"Argument `{name}` must be a positive integer. "
                     f"Received: {name}={value!r}"
                 )
+        if (isinstance(pad_id, bool) or not isinstance(pad_id, int)
+                or not 0 <= pad_id < vocabulary_size):
+            raise ValueError(
+                f"Argument `pad_id` must be an id in [0, {vocabulary_size}). "
+                f"Received: pad_id={pad_id!r}"
+            )
         self.vocabulary_size = vocabulary_size
         self.max_length = max_length
+        self.pad_id = pad_id
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer, max_length, hidden_dim, **kwargs):
+        """A `TextEncoder` for the ids of `tokenizer`.
+
+        Args:
+            tokenizer: a keras-hub tokenizer, a `mmkeras.data.HubTokenizer`
+                or a `mmkeras.data.WordTokenizer`.
+            max_length, hidden_dim, **kwargs: as in the constructor.
+
+        Returns:
+            The encoder, with the tokenizer's vocabulary size and padding
+            id (the tokenizer itself is not part of the layer).
+        """
+        from mmkeras.data.text import as_tokenizer
+
+        tokenizer = as_tokenizer(tokenizer)
+        return cls(tokenizer.vocabulary_size, max_length, hidden_dim,
+                   pad_id=tokenizer.pad_id, **kwargs)
 
     def _check(self, input_shape):
         if len(input_shape) != 2:
@@ -236,12 +272,12 @@ class TextEncoder(_Encoder):
 
     def call(self, token_ids, training=None):
         self._check(token_ids.shape)
-        padding_mask = ops.not_equal(token_ids, 0)
+        padding_mask = ops.not_equal(token_ids, self.pad_id)
         tokens = self.token_embedding(token_ids)
         return self._run_stack(tokens, padding_mask, training)
 
     def compute_mask(self, token_ids, mask=None):
-        return ops.not_equal(token_ids, 0)
+        return ops.not_equal(token_ids, self.pad_id)
 
     def compute_output_shape(self, input_shape):
         return (*input_shape, self.hidden_dim)
@@ -249,7 +285,7 @@ class TextEncoder(_Encoder):
     def get_config(self):
         config = super().get_config()
         config.update(vocabulary_size=self.vocabulary_size,
-                      max_length=self.max_length)
+                      max_length=self.max_length, pad_id=self.pad_id)
         return config
 
 
@@ -375,18 +411,16 @@ class SequencePooling(keras.layers.Layer):
         return config
 
 
-_POOLINGS = ("auto", "first", "mean", "end_token", "none")
+_POOLINGS = ("auto", "first", "mean", "end_token", "none", "sequence")
 
 
 class _HubEncoder(keras.layers.Layer):
     """A keras-hub backbone, its pooling and an optional projection.
 
-    Shared by `HubImageEncoder` and `HubTextEncoder`; see those.
+    Shared by `HubImageEncoder`, `HubTextEncoder` and `HubAudioEncoder`;
+    see those.
     """
 
-    # Marks encoders whose output is already one vector per example: the
-    # models take it as the pooled vector (see `DualEncoder`).
-    pooled = True
     _input_key = None
     _input_dtype = None
 
@@ -426,6 +460,18 @@ class _HubEncoder(keras.layers.Layer):
         # The setter (unlike the constructor argument) reaches the
         # backbone's layers, so that frozen BatchNorms run in inference mode.
         self.trainable = trainable
+
+    @property
+    def pooled(self):
+        """True when the output is one vector per example, which the models
+        take as the modality's vector (not pooled again); False for
+        `pooling="sequence"`."""
+        return self.pooling != "sequence"
+
+    def _model(self):
+        """The model the encoder runs: the backbone (a subclass may run a
+        part of it)."""
+        return self.backbone
 
     def _backbone_inputs(self, x):
         # A functional model (every keras-hub backbone) keeps the structure
@@ -484,6 +530,11 @@ class _HubEncoder(keras.layers.Layer):
     def _pool(self, features, pooling, x):
         if pooling == "none":
             return features
+        if pooling == "sequence":
+            if len(features.shape) == 4:  # a feature map: its h*w tokens
+                shape = ops.shape(features)
+                return ops.reshape(features, (shape[0], -1, shape[-1]))
+            return features
         if pooling == "first":
             return features[:, 0]
         if pooling == "end_token":
@@ -502,7 +553,7 @@ class _HubEncoder(keras.layers.Layer):
 
     def _spec(self, input_shape):
         x = keras.KerasTensor(tuple(input_shape), dtype=self._input_dtype)
-        outputs = self.backbone.compute_output_spec(self._backbone_inputs(x))
+        outputs = self._model().compute_output_spec(self._backbone_inputs(x))
         features = self._select(outputs)
         pooling = self._pooling_of(outputs)
         if pooling == "end_token" and self._input_key != "token_ids":
@@ -511,22 +562,26 @@ class _HubEncoder(keras.layers.Layer):
                 f"images. Received: pooling={self.pooling!r}"
             )
         shape = tuple(features.shape)
-        width = shape[-1]
         if pooling != "none" and len(shape) < 3:
             raise ValueError(
                 f"Argument `pooling`={pooling!r} needs a sequence or feature "
                 "map from the backbone; it returns one vector per example "
                 f"(use 'none' or 'auto'). Received: output shape {shape}"
             )
-        return width
+        if pooling != "sequence":
+            return (shape[-1],)
+        if len(shape) == 4:
+            tokens = None if None in shape[1:3] else shape[1] * shape[2]
+            return (tokens, shape[-1])
+        return shape[1:]
 
     def build(self, input_shape):
-        width = self._spec(input_shape)
+        width = self._spec(input_shape)[-1]
         if self.projection is not None and not self.projection.built:
             self.projection.build((None, width))
 
     def call(self, x, training=None):
-        outputs = self.backbone(self._backbone_inputs(x), training=training)
+        outputs = self._model()(self._backbone_inputs(x), training=training)
         pooled = self._pool(self._select(outputs), self._pooling_of(outputs),
                             x)
         if self.projection is not None:
@@ -534,13 +589,15 @@ class _HubEncoder(keras.layers.Layer):
         return pooled
 
     def compute_mask(self, x, mask=None):
+        if self.pooling == "sequence" and self._input_key == "token_ids":
+            return ops.not_equal(x, self.pad_id)
         return None
 
     def compute_output_shape(self, input_shape):
-        width = self._spec(input_shape)
+        *tokens, width = self._spec(input_shape)
         if self.projection is not None:
             width = self.projection.compute_output_shape((None, width))[-1]
-        return (input_shape[0], width)
+        return (input_shape[0], *tokens, width)
 
     def get_config(self):
         config = keras.layers.Layer.get_config(self)
@@ -582,7 +639,9 @@ class HubImageEncoder(_HubEncoder):
     Args:
         backbone: the keras-hub backbone, its config, or a preset directory.
         pooling: "auto" (a vector output as is, a sequence's first (class)
-            token, a feature map's mean), "first", "mean" or "none".
+            token, a feature map's mean), "first", "mean", "none", or
+            "sequence": no pooling, the backbone's tokens (B, T, D) (a
+            feature map's h*w positions), for an `EncoderDecoder`.
         projection: None, an int (a bias-free `Dense` of that width) or a
             Keras layer (e.g. CLIP's own `vision_projection`).
         fused: run the backbone's attention on `fused_attention`.
@@ -620,9 +679,14 @@ class HubTextEncoder(_HubEncoder, TextEncoder):
         backbone: the keras-hub backbone, its config, or a preset directory.
         pooling: "auto" (a vector output or BERT's `pooled_output` as is,
             else the masked mean), "first", "mean", "end_token" (the token
-            at the first largest id: CLIP's end token) or "none".
+            at the first largest id: CLIP's end token), "none", or
+            "sequence": no pooling, the backbone's `sequence_output`
+            (B, T, D) with a Keras mask (ids != `pad_id`), which
+            `FusionClassifier` pools (masked mean) and `EncoderDecoder`
+            attends over.
         projection: None, an int or a Keras layer (e.g. CLIP's
-            `text_projection`).
+            `text_projection`); applied to each token with "sequence" (to
+            the decoder's `hidden_dim`, say).
         pad_id: the padding id of the tokenizer.
         fused, implementation, trainable: as in `HubImageEncoder`.
     """
@@ -635,3 +699,111 @@ class HubTextEncoder(_HubEncoder, TextEncoder):
         super().__init__(backbone, **kwargs)
         self.vocabulary_size = getattr(self.backbone, "vocabulary_size", None)
         self.max_length = getattr(self.backbone, "max_sequence_length", None)
+
+
+@keras.saving.register_keras_serializable(package="mmkeras")
+class HubAudioEncoder(_HubEncoder):
+    """Waveforms (B, L) -> (B, D) through a keras-hub Whisper encoder.
+
+    Runs the encoder half of a `WhisperBackbone` (its decoder is left out:
+    a functional model from the backbone's "encoder_features" input to its
+    "encoder_sequence_output" shares the backbone's layers and weights).
+    Waveforms become Whisper-style log-mel features in the graph, with
+    `keras.layers.MelSpectrogram` (power, 80 dB range, i.e. Whisper's 8
+    decades of log10, scaled as Whisper's `(log10 + 4) / 4`) over
+    `backbone.num_mels` bands; features (B, frames, num_mels) computed
+    elsewhere (keras-hub's `WhisperAudioConverter`, which pretrained
+    checkpoints expect) pass through as they are. Whisper takes at most
+    `max_encoder_sequence_length` frames and has no padding mask.
+
+    Args:
+        backbone: a `WhisperBackbone`, its config, or a preset directory.
+        sample_rate: samples per second of the waveforms.
+        fft_length, frame_step: STFT window and hop in samples; by default
+            25 ms and 10 ms (Whisper's 400 and 160 at 16 kHz).
+        pooling: "auto" or "mean" (the mean over frames), "first", or
+            "sequence" (the frames (B, T, D), for an `EncoderDecoder`).
+        projection, fused, implementation, trainable: as in
+            `HubImageEncoder`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> import keras_hub  # after mmkeras: it imports TensorFlow
+    >>> whisper = keras_hub.models.WhisperBackbone(
+    ...     vocabulary_size=16, num_layers=1, num_heads=2, hidden_dim=32,
+    ...     intermediate_dim=64, num_mels=16, max_encoder_sequence_length=64,
+    ...     max_decoder_sequence_length=8)
+    >>> encoder = HubAudioEncoder(whisper, sample_rate=4000)
+    >>> tuple(encoder(np.zeros((2, 1600), "float32")).shape)
+    (2, 32)
+    """
+
+    _input_key = "encoder_features"
+    _input_dtype = "float32"
+    _default_sequence_pooling = "mean"
+
+    def __init__(self, backbone, sample_rate, fft_length=None,
+                 frame_step=None, **kwargs):
+        super().__init__(backbone, **kwargs)
+        if self.pooling in ("end_token", "none"):
+            raise ValueError(
+                "Argument `pooling` of HubAudioEncoder must be 'auto', "
+                "'mean', 'first' or 'sequence' (Whisper outputs frames; "
+                "'end_token' pools token ids). "
+                f"Received: pooling={self.pooling!r}"
+            )
+        names = list(getattr(self.backbone, "_inputs_struct", None) or ())
+        if "encoder_features" not in names or not hasattr(
+                self.backbone, "num_mels"):
+            raise ValueError(
+                "Argument `backbone` must be a keras-hub WhisperBackbone (a "
+                "model with an 'encoder_features' input and `num_mels`). "
+                f"Received: a {type(self.backbone).__name__} with inputs "
+                f"{names}"
+            )
+        if not isinstance(sample_rate, int) or sample_rate < 1:
+            raise ValueError(
+                "Argument `sample_rate` must be a positive integer. "
+                f"Received: sample_rate={sample_rate!r}"
+            )
+        self.sample_rate = sample_rate
+        self.fft_length = fft_length or max(sample_rate // 40, 2)
+        self.frame_step = frame_step or max(sample_rate // 100, 1)
+        self.num_mels = int(self.backbone.num_mels)
+        self.spectrogram = keras.layers.MelSpectrogram(
+            fft_length=self.fft_length, sequence_stride=self.frame_step,
+            sampling_rate=sample_rate, num_mel_bins=self.num_mels,
+            power_to_db=True, top_db=80.0, mag_exp=2.0, dtype="float32",
+            name="mel_spectrogram")
+        encoder = keras.Model(
+            self.backbone.input["encoder_features"],
+            self.backbone.output["encoder_sequence_output"],
+            name=f"{self.backbone.name}_encoder")
+        # Not an attribute Keras tracks: its layers are the backbone's.
+        object.__setattr__(self, "_encoder_model", encoder)
+
+    def _model(self):
+        return self._encoder_model
+
+    def _backbone_inputs(self, x):
+        if len(x.shape) == 3:
+            return x  # features (B, frames, num_mels) as they are
+        if len(x.shape) != 2:
+            raise ValueError(
+                "HubAudioEncoder expects `waveforms` (batch, samples) or "
+                "features (batch, frames, num_mels). "
+                f"Received: shape={tuple(x.shape)}"
+            )
+        if isinstance(x, keras.KerasTensor):  # shapes only (`_spec`)
+            frames = self.spectrogram.compute_output_shape(x.shape)[2]
+            return keras.KerasTensor((x.shape[0], frames, self.num_mels))
+        mel = self.spectrogram(ops.cast(x, "float32"))  # dB, (B, mels, T)
+        features = (ops.transpose(mel, (0, 2, 1)) / 10.0 + 4.0) / 4.0
+        return ops.cast(features, self.compute_dtype)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(sample_rate=self.sample_rate,
+                      fft_length=self.fft_length, frame_step=self.frame_step)
+        return config

@@ -114,13 +114,24 @@ class MultimodalModel(keras.Model):
     # -- encoding ---------------------------------------------------------
 
     def encode_tokens(self, name, x, training=None):
-        """(tokens (B, T, D), padding mask (B, T) or None) of one modality."""
-        tokens = self.encoders[name](x, training=training)
-        mask = ops.not_equal(x, 0) if is_text(self.encoders[name]) else None
+        """(tokens (B, T, D), padding mask (B, T) or None) of one modality.
+
+        An encoder that pools itself (`pooled = True`, as keras-hub
+        encoders do by default) gives one token: its vector."""
+        encoder = self.encoders[name]
+        tokens = encoder(x, training=training)
+        if getattr(encoder, "pooled", False):
+            return ops.expand_dims(tokens, 1), None
+        # A text encoder's mask marks its real tokens (ids != its pad_id).
+        mask = encoder.compute_mask(x) if is_text(encoder) else None
         return tokens, mask
 
     def encode_vector(self, name, x, training=None):
-        """A pooled (B, D) vector of one modality."""
+        """A pooled (B, D) vector of one modality (an encoder's own, if it
+        pools itself)."""
+        encoder = self.encoders[name]
+        if getattr(encoder, "pooled", False):
+            return encoder(x, training=training)
         tokens, mask = self.encode_tokens(name, x, training)
         return self.poolers[name](tokens, padding_mask=mask)
 

@@ -134,13 +134,6 @@ class DualEncoder(MultimodalModel):
         self.call(self.sample_inputs(), training=False)
         self.built = True
 
-    def encode_vector(self, name, x, training=None):
-        """A pooled (B, D) vector of one tower."""
-        encoder = self.encoders[name]
-        if getattr(encoder, "pooled", False):
-            return encoder(x, training=training)
-        return super().encode_vector(name, x, training)
-
     def embed(self, name, x, training=None):
         """L2-normalized (B, embedding_dim) embeddings of one tower."""
         vector = self.encode_vector(name, x, training)

@@ -6,7 +6,7 @@ in Pallas' interpreter, which is how they are tested without a GPU. The
 algorithm and the contract are those of `flash_attention.py` (the Triton
 kernels of the torch backend) and of the C++ CPU kernel.
 
-Shapes use the letters of DESIGN.md: B batch, T query length, S key length,
+Shapes use the letters of docs/architecture.md: B batch, T query length, S key length,
 N query heads, K key/value heads (N % K == 0, grouped-query), H head dim.
 
 * query `(B, T, N, H)`, key and value `(B, S, K, H)`; query head `n` reads

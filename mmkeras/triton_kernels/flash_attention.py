@@ -1,6 +1,6 @@
 """FlashAttention-2 style fused attention kernels in Triton.
 
-Shapes use the letters of DESIGN.md: B batch, T query length, S key length,
+Shapes use the letters of docs/architecture.md: B batch, T query length, S key length,
 N query heads, K key/value heads (N % K == 0, grouped-query), H head dim.
 
 Layout and semantics follow `keras.ops.dot_product_attention`:

@@ -15,7 +15,7 @@ def skip_unless_interpreted(gpu_check=None):
     interpreter here, in the torch backend's pass.
 
     Call it before importing torch: it imports triton first (the import-order
-    hazard of DESIGN.md).
+    hazard in docs/architecture.md).
 
     Args:
         gpu_check: the command that checks these kernels on a GPU machine

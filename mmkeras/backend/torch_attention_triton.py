@@ -13,11 +13,8 @@ Ops (visible to `torch.compile`, whose tracer sees the kernels through
 differentiable entry point. Shapes and semantics: see `flash_attention`.
 
 Under `TRITON_INTERPRET=1` (CPU tests) the ops are registered with
-`torch.library.custom_op` plus an allocation-only fake kernel instead of
-`triton_op`: `wrap_triton` hands interpreted kernels back unwrapped (torch
-cannot trace them), so `triton_op`'s fake/functional tracing would run the
-interpreter on fake tensors and fail. Eager behaviour, schema and autograd
-are identical in both modes.
+`torch.library.custom_op` plus allocation-only fake kernels instead of
+`triton_op` (`torch_common.define_triton_op` says why).
 """
 
 import math
@@ -26,15 +23,14 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from mmkeras.backend.torch_common import define_triton_op
 from mmkeras.triton_kernels import flash_attention as _fa
+from mmkeras.triton_kernels.flash_attention_tuning import INTERPRET
 
 __all__ = ["attention", "triton_attention_fwd", "triton_attention_bwd"]
 
 
-if _fa._INTERPRET:
-    _define_op = torch.library.custom_op
-else:
-    _define_op = torch.library.triton_op
+_define_op = define_triton_op()
 
 
 @_define_op("mmkeras::triton_attention_fwd", mutates_args=())
@@ -70,7 +66,7 @@ def triton_attention_bwd(
     )
 
 
-if _fa._INTERPRET:
+if INTERPRET:
 
     @triton_attention_fwd.register_fake
     def _fwd_fake(q, k, v, mask, is_causal, scale):

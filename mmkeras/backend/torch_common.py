@@ -37,6 +37,20 @@ def save_with_lse(ctx, tensors, lse, **attrs):
         setattr(ctx, name, value)
 
 
+def define_triton_op():
+    """The decorator that registers a Triton kernel's launcher as a torch op:
+    `torch.library.triton_op`, or, under `TRITON_INTERPRET=1` (CPU tests),
+    `torch.library.custom_op` (plus an allocation-only fake kernel that the
+    caller registers). `wrap_triton` hands interpreted kernels back
+    unwrapped, so torch cannot trace them, and `triton_op`'s fake/functional
+    tracing would run the interpreter on fake tensors and fail. Eager
+    behaviour, schemas and autograd are the same in both modes. Imports
+    Triton: call it from the `torch_<family>_triton` modules only."""
+    from mmkeras.triton_kernels.flash_attention_tuning import INTERPRET
+
+    return torch.library.custom_op if INTERPRET else torch.library.triton_op
+
+
 def triton_reason(module):
     """Why the Triton ops registered by `mmkeras.backend.<module>` cannot be
     used in this process, or None."""

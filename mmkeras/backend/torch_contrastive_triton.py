@@ -15,8 +15,7 @@ The differentiable entry point has the signature of the torch glue's:
 
 Under `TRITON_INTERPRET=1` (CPU tests) the ops are registered with
 `torch.library.custom_op` plus allocation-only fake kernels instead of
-`triton_op` (see torch_attention_triton.py: torch cannot trace interpreted
-kernels). Eager behaviour, schemas and autograd are identical in both modes.
+`triton_op` (`torch_common.define_triton_op` says why).
 """
 
 from typing import Optional
@@ -24,8 +23,9 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from mmkeras.backend.torch_common import define_triton_op
 from mmkeras.triton_kernels import contrastive as _co
-from mmkeras.triton_kernels import flash_attention as _fa
+from mmkeras.triton_kernels.flash_attention_tuning import INTERPRET
 
 __all__ = [
     "contrastive_loss",
@@ -33,10 +33,7 @@ __all__ = [
     "triton_contrastive_bwd",
 ]
 
-if _fa._INTERPRET:
-    _define_op = torch.library.custom_op
-else:
-    _define_op = torch.library.triton_op
+_define_op = define_triton_op()
 
 _wrap = torch.library.wrap_triton
 
@@ -94,7 +91,7 @@ torch.library.register_autograd(
 
 # ---------------------------------------------- fake kernels (interpreter only)
 
-if _fa._INTERPRET:
+if INTERPRET:
 
     @triton_contrastive_fwd.register_fake
     def _(a, b, scale, bias, sigmoid):

@@ -17,8 +17,7 @@ functions: `gated_fusion(projections, gate_logits, modality_mask)` and
 
 Under `TRITON_INTERPRET=1` (CPU tests) the ops are registered with
 `torch.library.custom_op` plus allocation-only fake kernels instead of
-`triton_op` (see torch_attention_triton.py: torch cannot trace interpreted
-kernels). Eager behaviour, schemas and autograd are identical in both modes.
+`triton_op` (`torch_common.define_triton_op` says why).
 """
 
 from typing import Optional
@@ -26,8 +25,9 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from mmkeras.triton_kernels import flash_attention as _fa
+from mmkeras.backend.torch_common import define_triton_op
 from mmkeras.triton_kernels import fusion as _fu
+from mmkeras.triton_kernels.flash_attention_tuning import INTERPRET
 
 __all__ = [
     "gated_fusion",
@@ -38,10 +38,7 @@ __all__ = [
     "triton_low_rank_fusion_bwd",
 ]
 
-if _fa._INTERPRET:
-    _define_op = torch.library.custom_op
-else:
-    _define_op = torch.library.triton_op
+_define_op = define_triton_op()
 
 _wrap = torch.library.wrap_triton
 
@@ -107,7 +104,7 @@ torch.library.register_autograd(
 
 # ---------------------------------------------- fake kernels (interpreter only)
 
-if _fa._INTERPRET:
+if INTERPRET:
 
     @triton_gated_fusion_fwd.register_fake
     def _(h, g, mask):

@@ -617,6 +617,11 @@ def as_tokenizer(tokenizer, texts=None, word_vocabulary=None):
                 f"Argument `tokenizer` must be one of {list(TOKENIZERS)} or "
                 f"a tokenizer object. Received: tokenizer={tokenizer!r}"
             )
+        if texts is None and not (tokenizer == "word" and word_vocabulary):
+            raise ValueError(
+                f"Argument `texts` is needed to build the {tokenizer!r} "
+                "tokenizer's vocabulary. Received: texts=None"
+            )
         if tokenizer == "word":
             if word_vocabulary is None:
                 word_vocabulary = build_vocabulary(texts)

@@ -110,7 +110,7 @@ class ImageEncoder(_Encoder):
 
     >>> import numpy as np
     >>> encoder = ImageEncoder(hidden_dim=32, patch_size=4, num_layers=1)
-    >>> encoder(np.zeros((2, 16, 16, 1), "float32")).shape
+    >>> tuple(encoder(np.zeros((2, 16, 16, 1), "float32")).shape)
     (2, 16, 32)
     """
 
@@ -205,7 +205,7 @@ class TextEncoder(_Encoder):
 
     >>> import numpy as np
     >>> encoder = TextEncoder(vocabulary_size=100, max_length=16, hidden_dim=32)
-    >>> encoder(np.array([[5, 6, 7, 0]])).shape
+    >>> tuple(encoder(np.array([[5, 6, 7, 0]])).shape)
     (1, 4, 32)
     """
 
@@ -308,7 +308,7 @@ class AudioEncoder(_Encoder):
 
     >>> import numpy as np
     >>> encoder = AudioEncoder(sample_rate=4000, hidden_dim=32, num_layers=1)
-    >>> encoder(np.zeros((2, 1600), "float32")).shape
+    >>> tuple(encoder(np.zeros((2, 1600), "float32")).shape)
     (2, 7, 32)
     """
 

@@ -119,6 +119,8 @@ def test_hub_tokenizer_refuses_what_it_cannot_pad_right():
         mm_data.HubTokenizer("wordpiece")
     with pytest.raises(ValueError, match="Received: tokenizer='bpe'"):
         mm_data.as_tokenizer("bpe")
+    with pytest.raises(ValueError, match="Received: texts=None"):
+        layers.TextEncoder.from_tokenizer("wordpiece", 8, 16)
     with pytest.raises(ValueError, match="Received: start_id=None"):
         byte_pair().encode(["ab"], 4, add_start_end=True)
     with pytest.raises(ValueError, match="Received: pad_id=9"):

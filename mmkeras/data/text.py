@@ -96,6 +96,30 @@ def build_vocabulary(texts, max_size=None, min_count=1):
     return list(SPECIAL_TOKENS) + words
 
 
+def pad_id_rows(texts, rows, max_length, pad_id, truncate):
+    """The `encode` of every tokenizer: id lists `rows` (of the sentences
+    `texts`) as an int32 `(len(rows), max_length)` array padded with `pad_id`
+    on the right; a row too long raises unless `truncate`."""
+    if not isinstance(max_length, (int, np.integer)) or max_length < 1:
+        raise ValueError(
+            "Argument `max_length` must be a positive integer. "
+            f"Received: max_length={max_length!r}"
+        )
+    out = np.full((len(rows), int(max_length)), pad_id, "int32")
+    for row, (text, ids) in enumerate(zip(texts, rows)):
+        if len(ids) > max_length:
+            if not truncate:
+                raise ValueError(
+                    f"Sentence {row} has {len(ids)} tokens, more than "
+                    f"`max_length`={max_length}; pass a larger "
+                    "`max_length` or `truncate=True`. "
+                    f"Received: text={text!r}"
+                )
+            ids = ids[:max_length]
+        out[row, : len(ids)] = ids
+    return out
+
+
 class WordTokenizer:
     """Encodes sentences to padded id arrays and decodes ids back to text.
 
@@ -178,26 +202,9 @@ class WordTokenizer:
             ``(max_length,)`` for a single string), 0-padded on the right.
         """
         single = isinstance(texts, str)
-        if single:
-            texts = [texts]
-        if not isinstance(max_length, (int, np.integer)) or max_length < 1:
-            raise ValueError(
-                "Argument `max_length` must be a positive integer. "
-                f"Received: max_length={max_length!r}"
-            )
-        out = np.zeros((len(texts), int(max_length)), dtype="int32")
-        for row, text in enumerate(texts):
-            ids = self._ids(text, add_start_end)
-            if len(ids) > max_length:
-                if not truncate:
-                    raise ValueError(
-                        f"Sentence {row} has {len(ids)} tokens, more than "
-                        f"`max_length`={max_length}; pass a larger "
-                        "`max_length` or `truncate=True`. "
-                        f"Received: text={text!r}"
-                    )
-                ids = ids[:max_length]
-            out[row, : len(ids)] = ids
+        texts = [texts] if single else list(texts)
+        rows = [self._ids(text, add_start_end) for text in texts]
+        out = pad_id_rows(texts, rows, max_length, 0, truncate)
         return out[0] if single else out
 
     def _ids(self, text, add_start_end):
@@ -499,25 +506,9 @@ class HubTokenizer:
         the arguments are those of `WordTokenizer.encode`."""
         single = isinstance(texts, str)
         texts = [texts] if single else [str(t) for t in texts]
-        if not isinstance(max_length, (int, np.integer)) or max_length < 1:
-            raise ValueError(
-                "Argument `max_length` must be a positive integer. "
-                f"Received: max_length={max_length!r}"
-            )
-        out = np.full((len(texts), int(max_length)), self.pad_id, "int32")
         rows = self._tokenize(texts) if texts else []
-        for row, (text, ids) in enumerate(zip(texts, rows)):
-            ids = self._wrap(ids, add_start_end)
-            if len(ids) > max_length:
-                if not truncate:
-                    raise ValueError(
-                        f"Sentence {row} has {len(ids)} tokens, more than "
-                        f"`max_length`={max_length}; pass a larger "
-                        "`max_length` or `truncate=True`. "
-                        f"Received: text={text!r}"
-                    )
-                ids = ids[:max_length]
-            out[row, : len(ids)] = ids
+        rows = [self._wrap(ids, add_start_end) for ids in rows]
+        out = pad_id_rows(texts, rows, max_length, self.pad_id, truncate)
         return out[0] if single else out
 
     def sequence_length(self, text, add_start_end=False):

@@ -1,4 +1,4 @@
-"""The keras-hub guide's examples run as written (docs/keras_hub.md).
+"""The keras-hub examples run as written (docs/keras_hub.md and the README).
 
 The Python blocks run, in order, as one script in a fresh interpreter (the
 import order they show is part of what is checked); the `mmkeras` command
@@ -36,6 +36,18 @@ def test_keras_hub_guide_python_examples_run(tmp_path):
     assert "(4, 8, 8, 1)" in out and "(4, 16)" in out and "(2, 16)" in out
     assert (tmp_path / "tiny_bert" / "config.json").is_file()
     assert (tmp_path / "clip_finetuned.keras").stat().st_size > 1000
+
+
+def test_readme_keras_hub_example_runs(tmp_path):
+    readme = DOCS.parent / "README.md"
+    (code,) = [b for b in blocks(readme, "python") if "import keras_hub" in b]
+    script = tmp_path / "readme_hub.py"
+    script.write_text(code)
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path,
+                          env=dict(os.environ), capture_output=True,
+                          text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "(4, 16)" in done.stdout
 
 
 def test_keras_hub_guide_command_lines_parse():

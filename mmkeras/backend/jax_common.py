@@ -17,6 +17,23 @@ def platforms(array):
     return {d.platform for d in array.devices()}
 
 
+def cpu_only_reason(x, register, kernels):
+    """`unavailable_reason` of CPU-only XLA FFI targets: why `kernels` ("the
+    JAX ... kernels") cannot take a call on array `x`, or `register()`'s
+    reason (None once the targets are registered)."""
+    where = platforms(x)
+    if where != {"cpu"}:
+        return f"{kernels} run on the CPU; the array is on {sorted(where)}"
+    return register()
+
+
+def require_registered(register):
+    """Raises `register()`'s reason, if any: the targets must be usable."""
+    reason = register()
+    if reason:
+        raise RuntimeError(reason)
+
+
 def float32_call(target, *shapes, vmap_method="sequential"):
     """`jax.ffi.ffi_call` of a CPU target whose results are float32 arrays
     of the given shapes."""

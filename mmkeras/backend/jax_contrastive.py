@@ -12,9 +12,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mmkeras.backend.jax_common import cpu_only_reason
 from mmkeras.backend.jax_common import float32_call
-from mmkeras.backend.jax_common import platforms
 from mmkeras.backend.jax_common import register_cpu_targets
+from mmkeras.backend.jax_common import require_registered
 
 _TARGETS = {
     "mmkeras_contrastive_fwd": "MmkerasContrastiveForward",
@@ -77,21 +78,12 @@ _contrastive.defvjp(_contrastive_fwd, _contrastive_bwd)
 
 
 def unavailable_reason(x):
-    where = platforms(x)
-    if where != {"cpu"}:
-        return (
-            f"the JAX contrastive kernels run on the CPU; the array is on "
-            f"{sorted(where)}"
-        )
-    return _register()
+    return cpu_only_reason(x, _register, "the JAX contrastive kernels")
 
 
 def contrastive_loss(a, b, logit_scale, logit_bias, kind):
-    sigmoid = kind == "sigmoid"
-    reason = _register()
-    if reason:
-        raise RuntimeError(reason)
-    return _contrastive(a, b, logit_scale, logit_bias, bool(sigmoid))
+    require_registered(_register)
+    return _contrastive(a, b, logit_scale, logit_bias, kind == "sigmoid")
 
 
 def status():

@@ -14,9 +14,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from mmkeras.backend import jax_sharding
+from mmkeras.backend.jax_common import cpu_only_reason
 from mmkeras.backend.jax_common import float32_call
-from mmkeras.backend.jax_common import platforms
 from mmkeras.backend.jax_common import register_cpu_targets
+from mmkeras.backend.jax_common import require_registered
 
 _TARGETS = {
     "mmkeras_gated_fusion_fwd": "MmkerasGatedFusionForward",
@@ -125,28 +126,16 @@ _low_rank.defvjp(_low_rank_fwd, _low_rank_bwd)
 
 
 def unavailable_reason(x):
-    where = platforms(x)
-    if where != {"cpu"}:
-        return (
-            f"the JAX fusion kernels run on the CPU; the array is on "
-            f"{sorted(where)}"
-        )
-    return _register()
-
-
-def _ensure_registered():
-    reason = _register()
-    if reason:
-        raise RuntimeError(reason)
+    return cpu_only_reason(x, _register, "the JAX fusion kernels")
 
 
 def gated_fusion(projections, gate_logits, modality_mask):
-    _ensure_registered()
+    require_registered(_register)
     return _gated(projections, gate_logits, modality_mask)
 
 
 def low_rank_fusion(factors, modality_mask):
-    _ensure_registered()
+    require_registered(_register)
     return _low_rank(factors, modality_mask)
 
 

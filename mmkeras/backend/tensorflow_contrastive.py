@@ -29,9 +29,8 @@ def unavailable_reason(x):
 
 
 def contrastive_loss(a, b, logit_scale, logit_bias, kind):
-    sigmoid = kind == "sigmoid"
     ops = loaded_ops(_load)
-    attrs = dict(has_bias=logit_bias is not None, sigmoid=bool(sigmoid))
+    attrs = dict(has_bias=logit_bias is not None, sigmoid=kind == "sigmoid")
 
     @tf.custom_gradient
     def run(a, b, scale, *bias):

@@ -96,7 +96,7 @@ def contrastive_loss(a, b, logit_scale, logit_bias, kind):
 
         return torch_contrastive_triton.contrastive_loss(
             a, b, logit_scale, logit_bias, sigmoid)
-    loss, _ = contrastive_fwd(a, b, logit_scale, logit_bias, bool(sigmoid))
+    loss, _ = contrastive_fwd(a, b, logit_scale, logit_bias, sigmoid)
     return loss
 
 

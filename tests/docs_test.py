@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
+from doc_helpers import blocks
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -41,18 +42,14 @@ def test_every_path_a_document_names_exists(doc):
     assert not missing, f"{doc.name} names paths that do not exist: {missing}"
 
 
-def _python_blocks(doc):
-    return re.findall(r"```python\n(.*?)```", doc.read_text(), re.S)
-
-
 @pytest.mark.parametrize("doc", DOCS, ids=lambda d: d.name)
 def test_python_examples_compile(doc):
-    for i, block in enumerate(_python_blocks(doc)):
+    for i, block in enumerate(blocks(doc, "python")):
         compile(block, f"{doc.name}[python block {i}]", "exec")
 
 
 def test_readme_attention_example_runs():
-    block = _python_blocks(ROOT / "README.md")[0]
+    block = blocks(ROOT / "README.md", "python")[0]
     assert "fused_attention" in block
     scope = {}
     exec(compile(block, "README.md[python block 0]", "exec"), scope)

@@ -5,32 +5,21 @@ import order they show is part of what is checked); the `mmkeras` command
 lines must parse with the real argument parser.
 """
 
-import os
-import re
 import shlex
-import subprocess
-import sys
 from pathlib import Path
+
+from doc_helpers import blocks
+from doc_helpers import run_script
 
 from mmkeras import cli
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 
-def blocks(path, language):
-    return re.findall(rf"```{language}\n(.*?)```", path.read_text(), re.S)
-
-
 def test_keras_hub_guide_python_examples_run(tmp_path):
     code = "\n".join(blocks(DOCS / "keras_hub.md", "python"))
     assert code.lstrip().startswith("import mmkeras")
-    script = tmp_path / "guide.py"
-    script.write_text(code)
-    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path,
-                          env=dict(os.environ), capture_output=True,
-                          text=True, timeout=600, check=False)
-    assert done.returncode == 0, done.stderr[-3000:]
-    out = done.stdout
+    out = run_script(tmp_path, "guide.py", code)
     # What the comments in the guide say each print shows.
     assert "['a handwriten seven']" in out
     assert "(4, 8, 8, 1)" in out and "(4, 16)" in out and "(2, 16)" in out
@@ -41,13 +30,7 @@ def test_keras_hub_guide_python_examples_run(tmp_path):
 def test_readme_keras_hub_example_runs(tmp_path):
     readme = DOCS.parent / "README.md"
     (code,) = [b for b in blocks(readme, "python") if "import keras_hub" in b]
-    script = tmp_path / "readme_hub.py"
-    script.write_text(code)
-    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path,
-                          env=dict(os.environ), capture_output=True,
-                          text=True, timeout=600, check=False)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "(4, 16)" in done.stdout
+    assert "(4, 16)" in run_script(tmp_path, "readme_hub.py", code)
 
 
 def test_keras_hub_guide_command_lines_parse():

@@ -5,6 +5,7 @@ import keras
 from keras import ops
 
 from mmkeras import kernel_selection
+from mmkeras.ops._checks import dtype_of
 
 
 def call_op(op, *args):
@@ -15,7 +16,8 @@ def call_op(op, *args):
     return op.call(*args)
 
 
-def run_fused(op_name, implementation, floats, others, reference, **attrs):
+def run_fused(op_name, implementation, floats, others, reference,
+              native_attrs=None, **attrs):
     """Runs a fused op's native kernel or its `keras.ops` reference.
 
     The recipe: `kernel_selection.select_native` picks the backend's glue
@@ -34,17 +36,18 @@ def run_fused(op_name, implementation, floats, others, reference, **attrs):
             are after `floats`.
         reference: the reference function, called as
             `reference(*floats, *others, **attrs)`.
-        **attrs: static attributes; `native_attrs` (a dict), if given, goes
-            to the native kernel only.
+        native_attrs: optional dict of attributes for the native kernel
+            only.
+        **attrs: static attributes of both.
 
     Returns:
         The op's output.
     """
-    native_attrs = attrs.pop("native_attrs", {})
     glue = kernel_selection.select_native(implementation, floats[0], op_name)
     if glue is None:
         return reference(*floats, *others, **attrs)
-    dtype = keras.backend.standardize_dtype(floats[0].dtype)
+    dtype = dtype_of(floats[0])
     floats = [None if x is None else ops.cast(x, "float32") for x in floats]
-    out = getattr(glue, op_name)(*floats, *others, **attrs, **native_attrs)
+    out = getattr(glue, op_name)(*floats, *others, **attrs,
+                                 **(native_attrs or {}))
     return ops.cast(out, dtype)
